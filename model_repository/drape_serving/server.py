@@ -1,0 +1,557 @@
+"""Run the tritonserver shipped inside the nvidia-pytriton wheel on a drape model repository.
+
+``python -m drape_serving.server --model-repository build/model_repository/cpu``
+(or ``drape-serve ...``) starts the server in the foreground, waits until every
+model is ready, prints how to call it, and on Ctrl-C / SIGTERM shuts tritonserver
+down cleanly and exits 0. Tests use :func:`start_server`, a context manager.
+
+The wheel carries a real ``tritonserver`` binary, its python backend and one
+python-backend stub per Python version. The stub must match the interpreter
+that runs the python models (this one), so the backend is copied once into a
+writable directory with the matching stub next to ``libtriton_python.so``. The
+stub imports packages from the first ``python`` on PATH, so this interpreter's
+bin directory goes first.
+
+Torch-free by design: importing this module pulls in only the standard library.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import ctypes
+import importlib.metadata
+import importlib.util
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Iterable
+
+from . import contract
+
+__all__ = [
+    "TritonInstall",
+    "ServerStartError",
+    "ServerHandle",
+    "find_triton",
+    "prepare_backend_dir",
+    "python_shm_bytes",
+    "start_server",
+    "free_port",
+    "free_ports",
+    "sample_command",
+    "main",
+]
+
+DEFAULT_HTTP_PORT = 8000
+DEFAULT_GRPC_PORT = 8001
+DEFAULT_METRICS_PORT = 8002
+DEFAULT_READY_TIMEOUT_S = 300.0
+DEFAULT_EXIT_TIMEOUT_S = 15
+_LOG_TAIL_LINES = 60
+_ERROR_LINES = 15
+_ERROR_LINE = re.compile(r"^E\d{4} ")
+# Harmless on machines without CUDA; kept out of failure summaries so the real error stands out.
+_CPU_NOISE = ("CudaDriverHelper", "CUDA driver version is insufficient")
+_MIB = 1024 * 1024
+
+
+class ServerStartError(RuntimeError):
+    """tritonserver could not be started or did not become ready; the message carries its log tail."""
+
+
+# ------------------------------------------------------------------ locating triton
+
+
+@dataclass(frozen=True)
+class TritonInstall:
+    """The pieces of tritonserver inside the installed nvidia-pytriton wheel."""
+
+    binary: Path
+    python_backend: Path  # backends/python: libtriton_python.so + triton_python_backend_utils.py
+    stub: Path  # triton_python_backend_stub for this interpreter's Python version
+    lib_dir: Path  # shared libraries the binary links against
+    version: str
+
+    @property
+    def python_tag(self) -> str:
+        return f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def find_triton() -> TritonInstall:
+    """Locate tritonserver, its python backend and the stub for this Python inside nvidia-pytriton."""
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
+        raise ServerStartError("nvidia-pytriton is not installed; install the 'serve' extra (pip install -e '.[serve]')")
+    package = Path(next(iter(spec.submodule_search_locations)))
+    root = package / "tritonserver"
+    tag = f"{sys.version_info.major}.{sys.version_info.minor}"
+    install = TritonInstall(
+        binary=root / "bin" / "tritonserver",
+        python_backend=root / "backends" / "python",
+        stub=root / "python_backend_stubs" / tag / "triton_python_backend_stub",
+        lib_dir=package.parent / "nvidia_pytriton.libs",
+        version=_pytriton_version(),
+    )
+    for path in (install.binary, install.python_backend / "libtriton_python.so", install.stub):
+        if not path.exists():
+            raise ServerStartError(f"nvidia-pytriton install is incomplete: {path} not found (Python {tag} supported?)")
+    return install
+
+
+def _pytriton_version() -> str:
+    try:
+        return importlib.metadata.version("nvidia-pytriton")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _default_backend_root() -> Path:
+    """``<checkout>/build/triton_backends`` when running from a checkout, else a user cache dir."""
+    override = os.environ.get("DRAPE_TRITON_BACKENDS")
+    if override:
+        return Path(override)
+    checkout = Path(__file__).resolve().parent.parent.parent
+    if (checkout / "pyproject.toml").is_file() and os.access(checkout, os.W_OK):
+        return checkout / "build" / "triton_backends"
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "drape" / "triton_backends"
+
+
+def prepare_backend_dir(install: TritonInstall | None = None, root: str | Path | None = None) -> Path:
+    """Return a ``--backend-directory`` whose ``python/`` holds the backend plus the matching stub.
+
+    Copied once per (pytriton version, Python version); later calls reuse it.
+    The copy is made in a temp dir and renamed, so concurrent starts are safe.
+    """
+    install = install or find_triton()
+    root = Path(root) if root is not None else _default_backend_root()
+    backend_dir = root / f"pytriton-{install.version}-py{install.python_tag}"
+    marker = backend_dir / "python" / ".complete"
+    if marker.is_file():
+        return backend_dir
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".backend-", dir=root))
+    try:
+        shutil.copytree(install.python_backend, staging / "python", ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copy2(install.stub, staging / "python" / "triton_python_backend_stub")
+        (staging / "python" / ".complete").write_text(f"{install.python_backend}\n{install.stub}\n")
+        try:
+            staging.rename(backend_dir)
+        except OSError:
+            if not marker.is_file():  # not a lost race: a real failure
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return backend_dir
+
+
+def python_shm_bytes(height: int = 1024, width: int = 768) -> int:
+    """Initial shared-memory size per python-model instance, sized for one 1024x768 request.
+
+    The largest single request a python model handles is the try-on network
+    (``tom``: 27 input + 4 output channels of FP32 at the model resolution,
+    ~93 MiB at 1024x768). Starting there avoids regrowing the region on the
+    first request; batches grow it further in ``shm-growth-byte-size`` steps.
+    The region is sparse tmpfs, so unused size costs no memory.
+    """
+    channels = max(
+        sum(c for _, c in spec.inputs) + sum(c for _, c in spec.outputs) for spec in contract.NETWORKS.values()
+    )
+    needed = channels * height * width * 4
+    step = 16 * _MIB
+    return -(-needed // step) * step
+
+
+# --------------------------------------------------------------------- ports, urls
+
+
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """``n`` distinct currently-free TCP ports (all sockets held until every port is picked)."""
+    sockets = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((host, 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """One currently-free TCP port (for tests; another process may still take it before use)."""
+    return free_ports(1, host)[0]
+
+
+SAMPLE_DIR = Path("build/samples")
+
+
+def sample_command(http_port: int, grpc_port: int) -> str:
+    """A copy-paste command that sends one real try-on request through the thin client (gRPC).
+
+    `make serve` puts a sample person and garment in build/samples/ (from the synthetic test split).
+    """
+    py = Path(sys.executable)
+    try:
+        py = py.relative_to(Path.cwd())
+    except ValueError:
+        pass
+    return (f"{py} -m drape_client --url localhost:{grpc_port} tryon --person {SAMPLE_DIR}/person.jpg "
+            f"--garment {SAMPLE_DIR}/garment.jpg --out tryon.png")
+
+
+# ------------------------------------------------------------------------ process
+
+
+def _die_with_parent() -> None:
+    """Child-side: ask Linux to SIGTERM tritonserver if the launching thread dies (no orphaned servers)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+@dataclass
+class ServerHandle:
+    """A running tritonserver. ``stop()`` (or leaving the ``with`` block) shuts it down."""
+
+    process: subprocess.Popen
+    http_port: int
+    grpc_port: int
+    metrics_port: int
+    host: str
+    log_file: Path | None
+    command: list[str]
+    startup_s: float = 0.0
+    _tail: collections.deque = field(default_factory=lambda: collections.deque(maxlen=_LOG_TAIL_LINES), repr=False)
+    _errors: collections.deque = field(default_factory=lambda: collections.deque(maxlen=_ERROR_LINES), repr=False)
+    _pump: threading.Thread | None = field(default=None, repr=False)
+
+    @property
+    def http_url(self) -> str:
+        """``host:port`` for ``tritonclient.http`` (no scheme, as tritonclient expects)."""
+        return f"{self.host}:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        """``host:port`` for ``tritonclient.grpc``."""
+        return f"{self.host}:{self.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.host}:{self.metrics_port}/metrics"
+
+    def log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:
+        """The last ``lines`` non-blank lines tritonserver printed."""
+        return "\n".join([line for line in self._tail if line.strip()][-lines:])
+
+    def failure_report(self) -> str:
+        """Error lines from the whole log, then its tail: what a failed start needs to show."""
+        errors = "\n".join(self._errors) or "(none)"
+        return (
+            f"--- error lines from the server log{self._log_hint()} ---\n{errors}\n"
+            f"--- last lines of the server log ---\n{self.log_tail(25)}"
+        )
+
+    def is_running(self) -> bool:
+        return self.process.poll() is None
+
+    def is_ready(self, timeout: float = 2.0) -> bool:
+        """``GET /v2/health/ready`` == 200 (with strict readiness: every model is ready)."""
+        return _http_ready(self.host, self.http_port, timeout)
+
+    def wait_ready(self, timeout: float = DEFAULT_READY_TIMEOUT_S) -> None:
+        """Block until ready; raise :class:`ServerStartError` with the log tail if it dies or times out."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            code = self.process.poll()
+            if code is not None:
+                self._join_pump()
+                raise ServerStartError(
+                    f"tritonserver exited with code {code} before becoming ready.\n{self.failure_report()}"
+                )
+            if self.is_ready(timeout=1.0):
+                return
+            time.sleep(0.25)
+        raise ServerStartError(
+            f"tritonserver not ready after {timeout:.0f}s (still loading models?).\n{self.failure_report()}"
+        )
+
+    def stop(self, timeout: float = DEFAULT_EXIT_TIMEOUT_S + 30) -> int:
+        """SIGTERM tritonserver, wait (SIGKILL after ``timeout``), return its exit code. Idempotent."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._join_pump()
+        return self.process.returncode
+
+    def _join_pump(self) -> None:
+        if self._pump is not None:
+            self._pump.join(timeout=5)
+
+    def _log_hint(self) -> str:
+        return f" ({self.log_file})" if self.log_file else ""
+
+    def __enter__(self) -> "ServerHandle":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+
+def _http_ready(host: str, port: int, timeout: float) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/v2/health/ready", timeout=timeout) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+        return False
+
+
+def _pump_output(
+    stream: IO[bytes], tail: collections.deque, errors: collections.deque, log: IO[str] | None, echo: IO[str] | None
+) -> None:
+    """Copy tritonserver's output to the log file / console, keeping the tail and error lines for failures."""
+    try:
+        for raw in iter(stream.readline, b""):
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            tail.append(line)
+            if _ERROR_LINE.match(line) and not any(noise in line for noise in _CPU_NOISE):
+                errors.append(line)
+            if log is not None:
+                log.write(line + "\n")
+                log.flush()
+            if echo is not None:
+                echo.write(line + "\n")
+                echo.flush()
+    finally:
+        stream.close()
+        if log is not None:
+            log.close()
+
+
+def _server_env(install: TritonInstall) -> dict[str, str]:
+    env = dict(os.environ)
+    libs = [str(install.lib_dir)] + ([env["LD_LIBRARY_PATH"]] if env.get("LD_LIBRARY_PATH") else [])
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(libs)
+    # The stub runs the first `python` on PATH: make it this interpreter (do not resolve venv symlinks).
+    bin_dir = str(Path(sys.executable).parent)
+    env["PATH"] = os.pathsep.join([bin_dir] + [p for p in env.get("PATH", "").split(os.pathsep) if p and p != bin_dir])
+    return env
+
+
+def _has_nvidia_gpu() -> bool:
+    return Path("/dev/nvidiactl").exists()
+
+
+def _server_command(
+    install: TritonInstall,
+    backend_dir: Path,
+    model_repository: Path,
+    ports: tuple[int, int, int],
+    address: str,
+    extra_args: Iterable[str],
+) -> list[str]:
+    http_port, grpc_port, metrics_port = ports
+    shm_prefix = f"drape_{os.getpid()}_{secrets.token_hex(4)}_"  # unique per server: two servers must not share regions
+    shm_default = python_shm_bytes()
+    return [
+        str(install.binary),
+        f"--model-repository={model_repository}",
+        f"--backend-directory={backend_dir}",
+        f"--http-address={address}",
+        f"--http-port={http_port}",
+        f"--grpc-address={address}",
+        f"--grpc-port={grpc_port}",
+        f"--metrics-address={address}",
+        f"--metrics-port={metrics_port}",
+        "--allow-gpu-metrics=false",
+        f"--backend-config=python,shm-region-prefix-name={shm_prefix}",
+        f"--backend-config=python,shm-default-byte-size={shm_default}",
+        f"--backend-config=python,shm-growth-byte-size={64 * _MIB}",
+        "--strict-readiness=true",
+        "--exit-on-error=true",
+        "--model-control-mode=none",
+        "--log-verbose=0",
+        f"--exit-timeout-secs={DEFAULT_EXIT_TIMEOUT_S}",
+        *([] if _has_nvidia_gpu() else ["--pinned-memory-pool-byte-size=0"]),  # no CUDA: skip the failing pinned pool
+        *extra_args,
+    ]
+
+
+def start_server(
+    model_repository: str | Path,
+    http_port: int | None = None,
+    grpc_port: int | None = None,
+    metrics_port: int | None = None,
+    log_file: str | Path | None = None,
+    *,
+    address: str = "127.0.0.1",
+    ready_timeout: float = DEFAULT_READY_TIMEOUT_S,
+    echo: bool = False,
+    backend_root: str | Path | None = None,
+    extra_args: Iterable[str] = (),
+) -> ServerHandle:
+    """Start tritonserver on ``model_repository`` and return once every model is ready.
+
+    Ports left as ``None`` are picked free. ``log_file`` receives the server's
+    output (``echo=True`` also copies it to stderr). Raises
+    :class:`ServerStartError` (with the log tail) if the server dies or is not
+    ready within ``ready_timeout`` seconds; the process is stopped in that case.
+    """
+    repo = Path(model_repository).resolve()
+    if not repo.is_dir():
+        raise ServerStartError(f"model repository not found: {repo} (build it with `python -m drape_export repo ...`)")
+    install = find_triton()
+    backend_dir = prepare_backend_dir(install, backend_root)
+    picked = iter(free_ports(3))
+    ports = tuple(p if p is not None else next(picked) for p in (http_port, grpc_port, metrics_port))
+    command = _server_command(install, backend_dir, repo, ports, address, extra_args)
+
+    log = None
+    if log_file is not None:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        log = open(log_file, "w", encoding="utf-8")
+    started = time.monotonic()
+    process = subprocess.Popen(
+        command,
+        env=_server_env(install),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # Ctrl-C reaches only the launcher, which forwards SIGTERM itself
+        preexec_fn=_die_with_parent,
+    )
+    handle = ServerHandle(
+        process=process,
+        http_port=ports[0],
+        grpc_port=ports[1],
+        metrics_port=ports[2],
+        host="127.0.0.1" if address in ("0.0.0.0", "") else address,
+        log_file=Path(log_file) if log_file is not None else None,
+        command=command,
+    )
+    handle._pump = threading.Thread(
+        target=_pump_output,
+        args=(process.stdout, handle._tail, handle._errors, log, sys.stderr if echo else None),
+        daemon=True,
+    )
+    handle._pump.start()
+    try:
+        handle.wait_ready(ready_timeout)
+    except BaseException:
+        handle.stop()
+        raise
+    handle.startup_s = time.monotonic() - started
+    return handle
+
+
+# ---------------------------------------------------------------------------- CLI
+
+
+class _StopRequested(Exception):
+    """Raised in the main thread by the SIGINT/SIGTERM handler."""
+
+
+def _raise_stop(signum, frame) -> None:
+    raise _StopRequested(signal.Signals(signum).name)
+
+
+def _env_port(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise SystemExit(f"drape-serve: {name}={value!r} is not a port number") from None
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="drape-serve", description="Serve a drape model repository with tritonserver.")
+    parser.add_argument("--model-repository", required=True, help="e.g. build/model_repository/cpu")
+    parser.add_argument("--http-port", type=int, default=_env_port("HTTP_PORT", DEFAULT_HTTP_PORT), help="default: $HTTP_PORT or 8000")
+    parser.add_argument("--grpc-port", type=int, default=_env_port("GRPC_PORT", DEFAULT_GRPC_PORT), help="default: $GRPC_PORT or 8001")
+    parser.add_argument(
+        "--metrics-port", type=int, default=_env_port("METRICS_PORT", DEFAULT_METRICS_PORT), help="default: $METRICS_PORT or 8002"
+    )
+    parser.add_argument("--address", default="0.0.0.0", help="bind address for all endpoints (default: %(default)s)")
+    parser.add_argument("--log-file", default=None, help="also write the server log to this file")
+    parser.add_argument("--ready-timeout", type=float, default=DEFAULT_READY_TIMEOUT_S, help="seconds to wait for readiness")
+    parser.add_argument("--backend-root", default=None, help="where to keep the writable python backend copy")
+    return parser
+
+
+def _describe_repository(repo: Path) -> str:
+    manifest = repo / "manifest.json"
+    if not manifest.is_file():
+        return str(repo)
+    try:
+        info = json.loads(manifest.read_text())
+        res = info["resolution"]
+        return f"{repo} ({info['target']}, {res['height']}x{res['width']}, ensembles: {', '.join(info['ensembles'])})"
+    except (OSError, ValueError, KeyError):
+        return str(repo)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Foreground server: start, wait ready, print usage, run until Ctrl-C/SIGTERM, exit 0 on request."""
+    args = _build_parser().parse_args(argv)
+    signal.signal(signal.SIGINT, _raise_stop)
+    signal.signal(signal.SIGTERM, _raise_stop)
+    handle = None
+    try:
+        print(f"drape-serve: starting tritonserver on {_describe_repository(Path(args.model_repository))}", file=sys.stderr)
+        handle = start_server(
+            args.model_repository,
+            args.http_port,
+            args.grpc_port,
+            args.metrics_port,
+            args.log_file,
+            address=args.address,
+            ready_timeout=args.ready_timeout,
+            echo=True,
+            backend_root=args.backend_root,
+        )
+        print(
+            f"\ndrape-serve: ready in {handle.startup_s:.1f}s  HTTP {handle.http_url}  gRPC {handle.grpc_url}  "
+            f"metrics {handle.metrics_url}\n  try: {sample_command(handle.http_port, handle.grpc_port)}\n"
+            "  Ctrl-C to stop.",
+            file=sys.stderr,
+            flush=True,
+        )
+        code = handle.process.wait()
+        print(f"drape-serve: tritonserver exited unexpectedly with code {code}", file=sys.stderr)
+        return code or 1
+    except _StopRequested as stop:
+        print(f"drape-serve: {stop}, stopping tritonserver...", file=sys.stderr)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not abandon the shutdown
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if handle is not None:
+            handle.stop()
+        return 0
+    except ServerStartError as exc:
+        print(f"drape-serve: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,671 @@
+"""Serving models end to end: tiny ONNX networks -> assemble() -> real tritonserver -> raw tritonclient.
+
+The networks are generated here with ``onnx.helper``; they honour the
+contracted I/O and behave predictably so the ensembles' outputs can be checked:
+
+* garment_seg: ``mask_logits = 20 * (mean(image over channels) - 0.5)``
+  (white garment -> mask ~1, black garment -> mask ~0)
+* human_parsing: a 1x1 conv to 20 channels
+* gmm: passes the garment through; ``warped_mask = sigmoid(garment_mask_logits)``
+* tom: ``tryon = 1 - person``; ``edit_mask = warped_mask``
+* recolor: ``recolored = on_model + 0.25``; ``garment_mask = sigmoid(still_mask_logits)``
+
+Unit tests of the logic behind the python models (no server) come first; the
+``server``-marked tests share one server per module.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from drape_serving import contract
+from drape_serving.codec import ImageInputError, encode_jpeg, encode_png
+from drape_serving.geometry import letterbox_params
+from drape_serving.model_config import ModelConfig, TensorConfig
+from drape_serving.prepost import (
+    PreprocessLayout,
+    image_to_tensor,
+    preprocess_pair,
+    recolor_apply,
+    tryon_composite,
+)
+from drape_serving.runner import BatchedOnnxRunner, RequestShapeError, RunnerSettings
+
+onnx = pytest.importorskip("onnx")
+from onnx import TensorProto, helper  # noqa: E402
+
+HW = contract.DEFAULT_RESOLUTION
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+# ------------------------------------------------------------------ tiny networks
+
+
+def _value_info(name: str, channels: int, hw: tuple[int, int]):
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", channels, hw[0], hw[1]])
+
+
+def _const(name: str, value: float):
+    return helper.make_tensor(name, TensorProto.FLOAT, [], [value])
+
+
+def _tiny_network(name: str, hw: tuple[int, int]) -> "onnx.ModelProto":
+    """A shape-correct stand-in for network ``name`` at resolution ``hw`` (see module docstring)."""
+    spec = contract.NETWORKS[name]
+    inputs = [_value_info(n, c, hw) for n, c in spec.inputs]
+    outputs = [_value_info(n, c, hw) for n, c in spec.outputs]
+    inits, nodes = [], []
+    if name == "garment_seg":
+        inits = [_const("half", 0.5), _const("gain", 20.0)]
+        nodes = [
+            helper.make_node("ReduceMean", ["image"], ["mean"], axes=[1], keepdims=1),
+            helper.make_node("Sub", ["mean", "half"], ["centred"]),
+            helper.make_node("Mul", ["centred", "gain"], ["mask_logits"]),
+        ]
+    elif name == "human_parsing":
+        rng = np.random.default_rng(0)
+        w = rng.normal(size=(contract.NUM_PARSING_LABELS, 3, 1, 1)).astype(np.float32)
+        inits = [onnx.numpy_helper.from_array(w, "w")]
+        nodes = [helper.make_node("Conv", ["image", "w"], ["parsing_logits"])]
+    elif name == "gmm":
+        nodes = [
+            helper.make_node("Identity", ["garment"], ["warped_garment"]),
+            helper.make_node("Sigmoid", ["garment_mask_logits"], ["warped_mask"]),
+        ]
+    elif name == "tom":
+        inits = [_const("one", 1.0)]
+        nodes = [
+            helper.make_node("Sub", ["one", "person"], ["tryon"]),
+            helper.make_node("Identity", ["warped_mask"], ["edit_mask"]),
+        ]
+    elif name == "recolor":
+        inits = [_const("shift", 0.25)]
+        nodes = [
+            helper.make_node("Add", ["on_model", "shift"], ["recolored"]),
+            helper.make_node("Sigmoid", ["still_mask_logits"], ["garment_mask"]),
+        ]
+    graph = helper.make_graph(nodes, f"tiny_{name}", inputs, outputs, initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def write_tiny_networks(onnx_dir: Path, hw: tuple[int, int] = HW, names=None) -> Path:
+    """Write ``<onnx_dir>/<name>/{model.onnx, card.json}`` like the real export does."""
+    for name in names or contract.NETWORKS:
+        spec = contract.NETWORKS[name]
+        out = onnx_dir / name
+        out.mkdir(parents=True, exist_ok=True)
+        onnx.save(_tiny_network(name, hw), str(out / "model.onnx"))
+        card = {
+            "name": name,
+            "family": name,
+            "format_version": 1,
+            "resolution": {"height": hw[0], "width": hw[1]},
+            "inputs": [{"name": n, "dtype": "float32", "shape": [c, *hw]} for n, c in spec.inputs],
+            "outputs": [{"name": n, "dtype": "float32", "shape": [c, *hw]} for n, c in spec.outputs],
+            "max_batch_size": contract.MAX_BATCH_SIZE,
+            "normalization": "RGB float32 in [0,1], NCHW",
+            "labels": None,
+            "metrics": {},
+            "train": {},
+        }
+        (out / "card.json").write_text(json.dumps(card, indent=2))
+    return onnx_dir
+
+
+# ------------------------------------------------------------------ test images
+
+
+def smooth_image(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """A smooth colourful image: JPEG- and resampling-friendly, so value checks can be tight."""
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    rng = np.random.default_rng(seed)
+    phase = rng.uniform(0, 6.28, 3)
+    chans = [0.5 + 0.4 * np.sin(x / w * 3.0 + phase[c]) * np.cos(y / h * 2.0 + phase[c]) for c in range(3)]
+    return (np.stack(chans, axis=2) * 255).round().astype(np.uint8)
+
+
+def solid(h: int, w: int, value: int) -> np.ndarray:
+    return np.full((h, w, 3), value, np.uint8)
+
+
+# ======================================================================= unit tests
+
+
+def _preprocess_config(hw=HW) -> ModelConfig:
+    return ModelConfig(
+        name="tryon_preprocess",
+        max_batch_size=8,
+        inputs=(TensorConfig("person_image", "TYPE_UINT8", (-1,)), TensorConfig("garment_image", "TYPE_UINT8", (-1,))),
+        outputs=(
+            TensorConfig("image_a", "TYPE_FP32", (3, *hw)),
+            TensorConfig("image_b", "TYPE_FP32", (3, *hw)),
+            TensorConfig("orig_a", "TYPE_UINT8", (-1, -1, 3)),
+        ),
+    )
+
+
+@pytest.mark.parametrize("hw", contract.SUPPORTED_RESOLUTIONS)
+def test_preprocess_pair_shapes(hw):
+    layout = PreprocessLayout.from_config(_preprocess_config(hw))
+    assert layout.hw == hw and layout.input_a == "person_image" and layout.output_orig == "orig_a"
+    person = smooth_image(250, 333)
+    a = np.frombuffer(encode_png(person), np.uint8)[None]
+    b = np.frombuffer(encode_jpeg(smooth_image(40, 30)), np.uint8)[None]
+    out = preprocess_pair(a, b, layout)
+    assert out["image_a"].shape == (1, 3, *hw) and out["image_a"].dtype == np.float32
+    assert out["image_b"].shape == (1, 3, *hw)
+    assert 0.0 <= out["image_a"].min() and out["image_a"].max() <= 1.0
+    np.testing.assert_array_equal(out["orig_a"][0], person)
+
+
+def test_preprocess_names_the_bad_input_and_wants_one_image_per_request():
+    layout = PreprocessLayout.from_config(_preprocess_config())
+    good = np.frombuffer(encode_png(solid(4, 4, 9)), np.uint8)[None]
+    with pytest.raises(ImageInputError, match="^garment_image: "):
+        preprocess_pair(good, np.zeros((1, 10), np.uint8), layout)
+    with pytest.raises(ImageInputError, match=r"^person_image: expected one encoded image per request"):
+        preprocess_pair(np.concatenate([good, good]), good, layout)
+
+
+def test_preprocess_layout_reads_config_not_code():
+    config = _preprocess_config((512, 384))
+    config = ModelConfig(config.name, 8, (TensorConfig("x", "TYPE_UINT8", (-1,)), TensorConfig("y", "TYPE_UINT8", (-1,))), config.outputs)
+    layout = PreprocessLayout.from_config(config)
+    assert (layout.input_a, layout.input_b, layout.hw) == ("x", "y", (512, 384))
+    bad = ModelConfig(config.name, 8, config.inputs, config.outputs[:2])
+    with pytest.raises(ValueError, match="expected outputs"):
+        PreprocessLayout.from_config(bad)
+
+
+def test_model_config_parses_triton_json():
+    text = json.dumps(
+        {
+            "name": "gmm",
+            "max_batch_size": 8,
+            "input": [{"name": "garment", "data_type": "TYPE_FP32", "dims": ["3", "256", "192"]}],
+            "output": [{"name": "warped_mask", "data_type": "TYPE_FP32", "dims": [1, 256, 192]}],
+            "parameters": {"intra_op_num_threads": {"string_value": "2"}},
+        }
+    )
+    config = ModelConfig.from_json(text)
+    assert config.input("garment").dims == (3, 256, 192)
+    assert config.output("warped_mask").np_dtype == np.float32
+    assert config.parameter("intra_op_num_threads") == "2"
+    assert config.parameter("missing", "x") == "x"
+
+
+@pytest.mark.parametrize("hw", contract.SUPPORTED_RESOLUTIONS)
+@pytest.mark.parametrize("orig_hw", [(250, 333), (1024, 768), (4000, 90)])
+def test_tryon_composite_keeps_untouched_pixels_exactly(hw, orig_hw):
+    orig = smooth_image(*orig_hw)
+    tryon, _ = image_to_tensor(255 - orig, hw)
+    mask = np.zeros((1, *hw), np.float32)
+    out = tryon_composite(tryon, mask, orig)
+    assert out.shape == orig.shape and out.dtype == np.uint8
+    np.testing.assert_array_equal(out, orig)
+
+    full = tryon_composite(tryon, np.ones((1, *hw), np.float32), orig)
+    assert np.abs(full.astype(int) - (255 - orig.astype(int))).mean() < 3.0
+
+
+def test_tryon_composite_only_changes_the_masked_region():
+    hw = (256, 192)
+    orig = smooth_image(1024, 768)
+    tryon = np.zeros((3, *hw), np.float32)
+    mask = np.zeros((1, *hw), np.float32)
+    mask[:, 100:150, 50:100] = 1.0
+    out = tryon_composite(tryon, mask, orig)
+    # scale 4: model rows 100..150 -> 400..600; well outside (plus feather) must be untouched
+    np.testing.assert_array_equal(out[:350], orig[:350])
+    np.testing.assert_array_equal(out[650:], orig[650:])
+    assert out[450:550, 250:350].max() <= 2  # inside: the (black) try-on
+
+
+@pytest.mark.parametrize("hw", contract.SUPPORTED_RESOLUTIONS)
+def test_recolor_apply_delta_and_mask(hw):
+    orig = smooth_image(250, 333)
+    model_input, _ = image_to_tensor(orig, hw)
+    recolored = model_input + 0.1
+    mask = np.zeros((1, *hw), np.float32)
+    params = letterbox_params(orig.shape[:2], hw)
+    # right half of the content is garment
+    mid = params.left + params.content_w // 2
+    mask[:, :, mid:] = 1.0
+    image, garment = recolor_apply(recolored, model_input, mask, orig)
+    assert image.shape == orig.shape and image.dtype == np.uint8
+    assert garment.shape == orig.shape[:2] and garment.dtype == np.uint8
+    assert set(np.unique(garment)) == {0, 255}
+    left = slice(0, orig.shape[1] // 2 - 10)
+    right = slice(orig.shape[1] // 2 + 10, None)
+    np.testing.assert_array_equal(image[:, left], orig[:, left])  # mask 0 -> untouched, full resolution
+    assert (garment[:, left] == 0).all() and (garment[:, right] == 255).all()
+    expected = np.clip(orig[:, right].astype(int) + 25.5, 0, 255)
+    assert np.abs(image[:, right].astype(int) - expected).max() <= 1
+
+
+def test_serving_code_never_imports_torch():
+    """Pre/post and the launcher run in the torch-free serving image."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, drape_serving.geometry, drape_serving.codec, drape_serving.contract, drape_serving.prepost, "
+        "drape_serving.runner, drape_serving.model_config, drape_serving.server; "
+        "bad = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')); "
+        "sys.exit(f'torch imported: {bad}' if bad else 0)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    for source in (REPO_ROOT / "model_repository" / "python_models").glob("*.py"):
+        assert "torch" not in source.read_text(), source
+
+
+# ------------------------------------------------------------------ runner batching
+
+
+@pytest.fixture(scope="module")
+def gmm_runner(tmp_path_factory) -> BatchedOnnxRunner:
+    d = write_tiny_networks(tmp_path_factory.mktemp("runner"), names=["gmm"]) / "gmm"
+    spec = contract.NETWORKS["gmm"]
+    settings = RunnerSettings(
+        model_path=d / "model.onnx",
+        inputs=tuple(TensorConfig(n, "TYPE_FP32", (c, *HW)) for n, c in spec.inputs),
+        outputs=tuple(TensorConfig(n, "TYPE_FP32", (c, *HW)) for n, c in spec.outputs),
+        max_batch_size=8,
+        intra_op_num_threads=1,
+    )
+    return BatchedOnnxRunner(settings)
+
+
+def _gmm_request(batch: int, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {
+        "parsing_logits": rng.random((batch, 20, *HW), dtype=np.float32),
+        "garment": rng.random((batch, 3, *HW), dtype=np.float32),
+        "garment_mask_logits": rng.normal(size=(batch, 1, *HW)).astype(np.float32),
+    }
+
+
+def test_runner_batches_and_splits_per_request(gmm_runner):
+    requests = [_gmm_request(1, 0), _gmm_request(2, 1), _gmm_request(1, 2)]
+    results = gmm_runner.run(requests)
+    for request, result in zip(requests, results):
+        assert isinstance(result, dict)
+        np.testing.assert_array_equal(result["warped_garment"], request["garment"])
+        np.testing.assert_allclose(result["warped_mask"], 1 / (1 + np.exp(-request["garment_mask_logits"])), rtol=1e-5)
+
+
+def test_runner_wrong_shapes_fail_only_their_request(gmm_runner):
+    bad_shape = _gmm_request(1, 3)
+    bad_shape["garment"] = bad_shape["garment"][:, :, :100]
+    bad_dtype = _gmm_request(1, 4)
+    bad_dtype["garment"] = bad_dtype["garment"].astype(np.float64)
+    mismatched = _gmm_request(1, 5)
+    mismatched["garment"] = np.concatenate([mismatched["garment"]] * 2)
+    missing = _gmm_request(1, 6)
+    del missing["parsing_logits"]
+    good = _gmm_request(1, 7)
+    results = gmm_runner.run([bad_shape, good, bad_dtype, mismatched, missing])
+    assert isinstance(results[0], RequestShapeError) and "garment: expected shape" in str(results[0])
+    assert isinstance(results[1], dict)
+    np.testing.assert_array_equal(results[1]["warped_garment"], good["garment"])
+    assert isinstance(results[2], RequestShapeError) and "float32" in str(results[2])
+    assert isinstance(results[3], RequestShapeError) and "batch size" in str(results[3])
+    assert isinstance(results[4], RequestShapeError) and "missing" in str(results[4])
+
+
+def test_runner_refuses_a_graph_that_does_not_match_the_config(gmm_runner, tmp_path):
+    settings = gmm_runner.settings
+    wrong = RunnerSettings(
+        model_path=settings.model_path,
+        inputs=settings.inputs[:2] + (TensorConfig("garment_mask_logits", "TYPE_FP32", (1, 512, 384)),),
+        outputs=settings.outputs,
+        max_batch_size=8,
+    )
+    with pytest.raises(ValueError, match="garment_mask_logits"):
+        BatchedOnnxRunner(wrong)
+
+
+# ------------------------------------------------------------------------- assembly
+
+
+def test_assemble_fills_resolution_and_refuses_mismatches(tmp_path):
+    from drape_export.repository import AssemblyError, assemble
+
+    onnx_dir = write_tiny_networks(tmp_path / "onnx", hw=(512, 384))
+    report = assemble(onnx_dir, tmp_path / "repo")
+    repo = tmp_path / "repo"
+    assert report.resolution == (512, 384)
+    assert sorted(report.ensembles) == ["recolor", "tryon"]
+    assert "recolor_net" in report.networks
+    for model in ("tryon_preprocess", "recolor_postprocess", "gmm", "recolor_net"):
+        text = (repo / model / "config.pbtxt").read_text()
+        assert "{height}" not in text and "{width}" not in text
+        assert (repo / model / "1" / "model.py").is_file()
+    assert "dims: [ 3, 512, 384 ]" in (repo / "tryon_preprocess" / "config.pbtxt").read_text()
+    gmm = (repo / "gmm" / "config.pbtxt").read_text()
+    assert 'backend: "python"' in gmm and "preferred_batch_size: [ 4, 8 ]" in gmm and "KIND_CPU" in gmm
+    assert (repo / "gmm" / "1" / "model.onnx").is_file()
+    assert (repo / "tryon" / "1").is_dir()
+
+    with pytest.raises(AssemblyError, match="requested resolution"):
+        assemble(onnx_dir, tmp_path / "repo", height=256, width=192)
+    # a card at another resolution is refused, and the previous repository survives
+    write_tiny_networks(onnx_dir, hw=(256, 192), names=["gmm"])
+    with pytest.raises(AssemblyError, match="disagree on resolution"):
+        assemble(onnx_dir, tmp_path / "repo")
+    assert (repo / "gmm" / "config.pbtxt").read_text() == gmm
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".repo.")]
+
+
+def test_assemble_gpu_target_notes_missing_plans(tmp_path):
+    from drape_export.repository import assemble
+
+    onnx_dir = write_tiny_networks(tmp_path / "onnx")
+    (onnx_dir / "gmm" / "model.plan").write_bytes(b"plan")
+    report = assemble(onnx_dir, tmp_path / "gpu", target="gpu")
+    config = (tmp_path / "gpu" / "tom" / "config.pbtxt").read_text()
+    assert 'platform: "tensorrt_plan"' in config and "KIND_GPU" in config
+    assert (tmp_path / "gpu" / "gmm" / "1" / "model.plan").read_bytes() == b"plan"
+    assert "gmm" not in report.missing_plans and "tom" in report.missing_plans
+    assert "TensorRT plan missing" in (tmp_path / "gpu" / "tom" / "README.md").read_text()
+    assert (tmp_path / "gpu" / "tryon_preprocess" / "1" / "model.py").is_file()
+
+
+def test_assemble_skips_ensembles_with_missing_networks_and_checks_cards(tmp_path):
+    from drape_export.repository import AssemblyError, assemble
+
+    onnx_dir = write_tiny_networks(tmp_path / "onnx", names=["garment_seg", "human_parsing", "recolor"])
+    report = assemble(onnx_dir, tmp_path / "repo")
+    assert report.ensembles == ["recolor"] and "tryon" in report.skipped_ensembles
+    assert not (tmp_path / "repo" / "tryon_preprocess").exists()
+
+    card_path = onnx_dir / "recolor" / "card.json"
+    card = json.loads(card_path.read_text())
+    card["outputs"][1]["name"] = "mask"
+    card_path.write_text(json.dumps(card))
+    with pytest.raises(AssemblyError, match="missing output 'garment_mask'"):
+        assemble(onnx_dir, tmp_path / "repo")
+
+
+def test_cli_repo_subcommand(tmp_path, capsys):
+    from drape_export.__main__ import main
+
+    onnx_dir = write_tiny_networks(tmp_path / "onnx")
+    assert main(["repo", "--target", "cpu", "--onnx-dir", str(onnx_dir), "--out", str(tmp_path / "cpu")]) == 0
+    assert "ensembles: tryon, recolor" in capsys.readouterr().out
+    assert main(["repo", "--onnx-dir", str(tmp_path / "nope"), "--out", str(tmp_path / "x")]) == 2
+
+
+# ======================================================================= server tests
+
+grpcclient = pytest.importorskip("tritonclient.grpc")
+httpclient = pytest.importorskip("tritonclient.http")
+from tritonclient.utils import InferenceServerException  # noqa: E402
+
+PROTOCOLS = ["http", "grpc"]
+
+
+@pytest.fixture(scope="module")
+def tiny_repo(tmp_path_factory) -> Path:
+    """A CPU model repository assembled from the tiny networks (shared by the module)."""
+    from drape_export.repository import assemble
+
+    root = tmp_path_factory.mktemp("serving")
+    assemble(write_tiny_networks(root / "onnx"), root / "repo", intra_op_num_threads=1)
+    return root / "repo"
+
+
+@pytest.fixture(scope="module")
+def server(tiny_repo):
+    """One real tritonserver for the module."""
+    from drape_serving.server import start_server
+
+    log = tiny_repo.parent / "tritonserver.log"
+    with start_server(tiny_repo, log_file=log, ready_timeout=240) as handle:
+        print(f"\ntritonserver ready in {handle.startup_s:.1f}s (log: {log})")
+        yield handle
+
+
+def _client(server, protocol: str):
+    if protocol == "http":
+        return httpclient.InferenceServerClient(server.http_url, network_timeout=120.0, connection_timeout=120.0)
+    return grpcclient.InferenceServerClient(server.grpc_url)
+
+
+def _infer(client, protocol: str, ensemble: contract.EnsembleSpec, images: dict[str, bytes]) -> dict[str, np.ndarray]:
+    module = httpclient if protocol == "http" else grpcclient
+    inputs = []
+    for name in ensemble.input_names:
+        data = np.frombuffer(images[name], np.uint8)[None]
+        tensor = module.InferInput(name, list(data.shape), "UINT8")
+        if protocol == "http":
+            tensor.set_data_from_numpy(data, binary_data=True)
+        else:
+            tensor.set_data_from_numpy(data)
+        inputs.append(tensor)
+    outputs = [module.InferRequestedOutput(name) for name in ensemble.output_names]
+    result = client.infer(ensemble.name, inputs, outputs=outputs)
+    return {name: result.as_numpy(name) for name in ensemble.output_names}
+
+
+def _assert_invalid_argument(exc: InferenceServerException, protocol: str, input_name: str) -> None:
+    status = str(exc.status())
+    if protocol == "http":
+        assert status == "400", status
+    else:
+        assert status == "StatusCode.INVALID_ARGUMENT", status
+    assert f"{input_name}: " in exc.message(), exc.message()
+
+
+PERSON_JPEG = encode_jpeg(smooth_image(250, 333, seed=1), quality=95)  # 333 wide x 250 tall
+PERSON_PNG = encode_png(smooth_image(1024, 768, seed=2))  # 768 wide x 1024 tall
+WHITE = encode_png(solid(64, 48, 255))
+BLACK = encode_jpeg(solid(50, 70, 0))
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("person, shape", [(PERSON_JPEG, (250, 333)), (PERSON_PNG, (1024, 768))], ids=["jpeg333x250", "png768x1024"])
+def test_tryon_contract(server, protocol, person, shape):
+    client = _client(server, protocol)
+    # black garment -> edit mask ~0 -> the person comes back untouched (exactly, bar rounding)
+    out = _infer(client, protocol, contract.TRYON, {"person_image": person, "garment_image": BLACK})["tryon_image"]
+    assert out.dtype == np.uint8 and out.shape == (1, *shape, 3)
+    from drape_serving.codec import decode_image
+
+    orig = decode_image(person, "person_image").astype(int)
+    assert np.abs(out[0].astype(int) - orig).max() <= 1
+    # white garment -> edit mask ~1 -> tom's (1 - person), upsampled
+    out = _infer(client, protocol, contract.TRYON, {"person_image": person, "garment_image": WHITE})["tryon_image"]
+    assert out.shape == (1, *shape, 3)
+    assert np.abs(out[0].astype(int) - (255 - orig)).mean() < 3.0
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("on_model, shape", [(PERSON_JPEG, (250, 333)), (PERSON_PNG, (1024, 768))], ids=["jpeg333x250", "png768x1024"])
+def test_recolor_contract(server, protocol, on_model, shape):
+    from drape_serving.codec import decode_image
+
+    client = _client(server, protocol)
+    orig = decode_image(on_model, "on_model_image").astype(int)
+    out = _infer(client, protocol, contract.RECOLOR, {"on_model_image": on_model, "still_image": WHITE})
+    image, mask = out["recolored_image"], out["garment_mask"]
+    assert image.dtype == np.uint8 and image.shape == (1, *shape, 3)
+    assert mask.dtype == np.uint8 and mask.shape == (1, *shape)
+    assert (mask == 255).all()  # white still -> mask ~1 everywhere
+    assert np.abs(image[0].astype(int) - np.clip(orig + 64, 0, 255)).max() <= 1  # +0.25 colour shift
+
+    out = _infer(client, protocol, contract.RECOLOR, {"on_model_image": on_model, "still_image": BLACK})
+    assert (out["garment_mask"] == 0).all()
+    np.testing.assert_array_equal(out["recolored_image"][0], orig)  # no garment -> untouched
+
+
+def _truncated_jpeg() -> bytes:
+    data = encode_jpeg(smooth_image(200, 150))
+    return data[: len(data) // 2]
+
+
+BAD_INPUTS = [
+    # (ensemble, input that is bad, bad bytes, expected message fragment)
+    (contract.TRYON, "person_image", np.random.default_rng(9).bytes(3000), "not a JPEG or PNG"),
+    (contract.TRYON, "garment_image", _truncated_jpeg(), "truncated JPEG"),
+    (contract.RECOLOR, "on_model_image", b"", "empty input"),
+    (contract.RECOLOR, "still_image", encode_png(np.zeros((10, 4097), np.uint8)), "over the 4096 pixel limit"),
+    (contract.TRYON, "person_image", b"\xff\xd8\xff" + bytes(contract.MAX_IMAGE_BYTES), "over the 16.0 MiB limit"),
+]
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("ensemble, bad_input, data, fragment", BAD_INPUTS, ids=[f"{b[1]}-{b[3].split()[0]}" for b in BAD_INPUTS])
+def test_bad_input_is_invalid_argument_naming_the_input(server, protocol, ensemble, bad_input, data, fragment):
+    client = _client(server, protocol)
+    images = {name: PERSON_JPEG for name in ensemble.input_names}
+    images[bad_input] = data
+    with pytest.raises(InferenceServerException) as info:
+        _infer(client, protocol, ensemble, images)
+    _assert_invalid_argument(info.value, protocol, bad_input)
+    assert fragment in info.value.message()
+    # the server stays ready and the next good request works
+    assert client.is_server_ready()
+    assert client.is_model_ready(ensemble.name)
+    good = {name: PERSON_JPEG for name in ensemble.input_names}
+    out = _infer(client, protocol, ensemble, good)
+    assert out[ensemble.output_names[0]].shape == (1, 250, 333, 3)
+
+
+def _model_stats(client, model: str) -> dict:
+    stats = client.get_inference_statistics(model_name=model, as_json=True)["model_stats"][0]
+    return {key: int(stats.get(key, 0)) for key in ("inference_count", "execution_count")}
+
+
+@pytest.mark.server
+def test_concurrent_burst_is_batched_and_isolates_a_bad_request(server):
+    """16 concurrent requests (one bad) over gRPC: all good ones succeed, the networks see real batches."""
+    client = _client(server, "grpc")
+    before = _model_stats(client, "human_parsing")
+    jobs = []
+    for i in range(16):
+        ensemble = contract.TRYON if i % 2 == 0 else contract.RECOLOR
+        images = {name: (PERSON_JPEG if j == 0 else (WHITE if i % 4 < 2 else BLACK)) for j, name in enumerate(ensemble.input_names)}
+        if i == 7:
+            images[ensemble.input_names[1]] = b"definitely not an image"
+        jobs.append((i, ensemble, images))
+
+    results: dict[int, object] = {}
+    done = threading.Event()
+    lock = threading.Lock()
+
+    def callback(index, result, error):
+        with lock:
+            results[index] = error if error is not None else result
+            if len(results) == len(jobs):
+                done.set()
+
+    for i, ensemble, images in jobs:
+        inputs = []
+        for name in ensemble.input_names:
+            data = np.frombuffer(images[name], np.uint8)[None]
+            tensor = grpcclient.InferInput(name, list(data.shape), "UINT8")
+            tensor.set_data_from_numpy(data)
+            inputs.append(tensor)
+        client.async_infer(ensemble.name, inputs, callback=lambda result, error, i=i: callback(i, result, error))
+    assert done.wait(timeout=240), f"only {len(results)} of {len(jobs)} requests finished"
+
+    for i, ensemble, _ in jobs:
+        result = results[i]
+        if i == 7:
+            assert isinstance(result, InferenceServerException)
+            _assert_invalid_argument(result, "grpc", ensemble.input_names[1])
+            continue
+        assert not isinstance(result, Exception), f"request {i}: {result}"
+        out = result.as_numpy(ensemble.output_names[0])
+        assert out.shape == (1, 250, 333, 3) and out.dtype == np.uint8
+
+    after = _model_stats(client, "human_parsing")
+    inferences = after["inference_count"] - before["inference_count"]
+    executions = after["execution_count"] - before["execution_count"]
+    assert inferences == 15
+    assert executions < inferences, f"no batching: {executions} executions for {inferences} inferences"
+
+
+@pytest.mark.server
+def test_server_handle_reports_startup_and_sample_command(server):
+    from drape_serving.server import sample_command
+
+    assert server.is_ready()
+    assert server.startup_s > 0
+    assert str(server.http_port) in sample_command(server.http_port, server.grpc_port)
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_start_failure_names_the_broken_model(tiny_repo, tmp_path):
+    """A model that cannot load stops the start with the server's own error lines (a 2nd server runs meanwhile)."""
+    import shutil
+
+    from drape_serving.server import ServerStartError, start_server
+
+    broken = tmp_path / "repo"
+    shutil.copytree(tiny_repo, broken)
+    (broken / "gmm" / "1" / "model.onnx").write_bytes(b"not a protobuf")
+    with pytest.raises(ServerStartError) as info:
+        start_server(broken, ready_timeout=120)
+    message = str(info.value)
+    assert "exited with code" in message and "'gmm'" in message and "model.onnx" in message, message
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_cli_runs_in_foreground_and_exits_0_on_sigterm(tiny_repo):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    from drape_serving.server import free_ports
+
+    http, grpc, metrics = free_ports(3)
+    env = dict(os.environ, HTTP_PORT=str(http), GRPC_PORT=str(grpc), METRICS_PORT=str(metrics))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "drape_serving.server", "--model-repository", str(tiny_repo), "--address", "127.0.0.1"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: list[str] = []
+    ready = threading.Event()
+
+    def read_stderr():
+        for line in proc.stderr:
+            lines.append(line)
+            if line.startswith("drape-serve: ready in"):
+                ready.set()
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+    try:
+        assert ready.wait(timeout=240), "".join(lines[-40:])
+        with urllib.request.urlopen(f"http://127.0.0.1:{http}/v2/health/ready", timeout=5) as resp:
+            assert resp.status == 200
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    reader.join(timeout=10)
+    err = "".join(lines)
+    assert proc.returncode == 0, err[-3000:]
+    assert f"localhost:{http}" in err and "stopping tritonserver" in err
