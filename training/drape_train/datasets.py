@@ -1,0 +1,85 @@
+"""Torch datasets over the VITON-HD layout: one view per network, all held in memory (the sets are small).
+
+Every item is a dict of float tensors in [0,1] (images NCHW without the batch dim) so one collate serves all.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from drape_train.data.degrade import degrade
+from drape_train.data.layout import VitonDataset
+
+
+def _img(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1).float() / 255.0
+
+
+def _mask(a: np.ndarray) -> torch.Tensor:
+    """bool masks, or uint8 masks with 255 on the object -> float {0,1} [1,H,W]."""
+    a = np.asarray(a)
+    return torch.from_numpy((a if a.dtype == bool else a > 127).astype(np.float32))[None]
+
+
+def warp_with_flow(src: np.ndarray, flow: np.ndarray) -> np.ndarray:
+    """Sample `src` (HxW[xC]) at the normalised grid `flow` [H,W,2] (grid_sample, align_corners=False)."""
+    h, w = src.shape[:2]
+    fx = ((flow[..., 0] + 1) * w - 1) / 2
+    fy = ((flow[..., 1] + 1) * h - 1) / 2
+    return cv2.remap(src, fx.astype(np.float32), fy.astype(np.float32), cv2.INTER_LINEAR,
+                     borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+class NetworkDataset(Dataset):
+    """Items for one network, built from a VitonDataset split."""
+
+    def __init__(self, root: str, split: str, network: str, seed: int = 0):
+        self.src = VitonDataset(root, split)
+        self.network = network
+        self.seed = seed
+        self.samples = {i: self.src.load(i) for i in self.src.ids}
+        self.pairs = [(p, c, self.src.target_for(p, c)) for p, c in self.src.pairs]
+        self.pairs = [(p, c, t) for p, c, t in self.pairs if t is not None]
+        self.ids = list(self.src.ids)
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.pairs) if self.network == "tom" else len(self.ids)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return getattr(self, f"_{self.network}")(i)
+
+    def _garment_seg(self, i):
+        s = self.samples[self.ids[i]]
+        return {"image": _img(s["cloth"]), "mask": _mask(s["cloth_mask"])}
+
+    def _human_parsing(self, i):
+        s = self.samples[self.ids[i]]
+        return {"image": _img(s["image"]), "parse": torch.from_numpy(s["parse"].astype(np.int64))}
+
+    def _gmm(self, i):
+        s = self.samples[self.ids[i]]
+        gm = _mask(s["garment_mask"])
+        return {"parse": torch.from_numpy(s["parse"].astype(np.int64)), "garment": _img(s["cloth"]),
+                "garment_mask": _mask(s["cloth_mask"]), "target": _img(s["image"]) * gm, "target_mask": gm}
+
+    def _tom(self, i):
+        # Person wears garment A; the target is the same person wearing garment B, warped here by B's exact flow.
+        p, c, t = self.pairs[i]
+        a, b, tgt = self.samples[p], self.samples[c], self.samples[t]
+        warped = warp_with_flow(b["cloth"], tgt["flow"])
+        wmask = warp_with_flow(b["cloth_mask"].astype(np.float32), tgt["flow"]) > 0.5
+        return {"person": _img(a["image"]), "parse": torch.from_numpy(a["parse"].astype(np.int64)),
+                "warped_garment": _img(warped), "warped_mask": _mask(wmask), "target": _img(tgt["image"])}
+
+    def _recolor(self, i):
+        # The on-model photo with its garment colour degraded; the target is the true photo, the still is truth.
+        s = self.samples[self.ids[i]]
+        rng = np.random.default_rng([self.seed, self.epoch, i])
+        mode = ("hsv", "lab", "rgb", "mixed")[int(rng.integers(4))]
+        degraded = degrade(s["image"], s["garment_mask"], rng, mode, float(rng.uniform(0.3, 1.0)))
+        return {"on_model": _img(degraded), "still": _img(s["cloth"]),
+                "parse": torch.from_numpy(s["parse"].astype(np.int64)), "still_mask": _mask(s["cloth_mask"]),
+                "target": _img(s["image"]), "garment_mask": _mask(s["garment_mask"])}

@@ -1,0 +1,104 @@
+"""Geometric Matching Module: correlate person and garment features, regress TPS offsets, warp with grid_sample.
+
+The TPS grid generator is linear in the source control points once the target grid is fixed, so it is a single
+precomputed [H*W, K] matrix: the exported graph is MatMul + GridSample (4D), both TensorRT-native (no AffineGrid).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .blocks import Encoder
+from .representation import AGNOSTIC_CHANNELS, ParsingGroups, agnostic
+
+
+def tps_kernel(grid_size: int, h: int, w: int) -> torch.Tensor:
+    """Matrix M [h*w, K] with grid = M @ source_points for a K = grid_size**2 TPS fixed at a regular target grid.
+
+    Standard thin-plate spline with U(r) = r^2 log r^2 solved for the regular control grid in [-1, 1]^2.
+    """
+    lin = np.linspace(-1.0, 1.0, grid_size)
+    py, px = np.meshgrid(lin, lin, indexing="ij")
+    p = np.stack([px.ravel(), py.ravel()], axis=1)                       # [K,2] (x, y)
+    k = len(p)
+
+    def u(d2):
+        return np.where(d2 > 0, d2 * np.log(np.maximum(d2, 1e-12)), 0.0)
+
+    d2 = ((p[:, None, :] - p[None, :, :]) ** 2).sum(-1)
+    big = np.zeros((k + 3, k + 3))
+    big[:k, :k] = u(d2)
+    big[:k, k] = 1.0
+    big[:k, k + 1:] = p
+    big[k, :k] = 1.0
+    big[k + 1:, :k] = p.T
+    inv = np.linalg.inv(big)[:, :k]                                       # maps K source values -> (w, a) coeffs
+    ys = (np.arange(h) + 0.5) / h * 2 - 1
+    xs = (np.arange(w) + 0.5) / w * 2 - 1
+    gy, gx = np.meshgrid(ys, xs, indexing="ij")
+    q = np.stack([gx.ravel(), gy.ravel()], axis=1)                       # [HW,2]
+    dq = ((q[:, None, :] - p[None, :, :]) ** 2).sum(-1)
+    basis = np.concatenate([u(dq), np.ones((len(q), 1)), q], axis=1)      # [HW, K+3]
+    return torch.from_numpy(basis @ inv).float()                          # [HW, K]
+
+
+def regular_grid(grid_size: int) -> torch.Tensor:
+    lin = torch.linspace(-1.0, 1.0, grid_size)
+    py, px = torch.meshgrid(lin, lin, indexing="ij")
+    return torch.stack([px.reshape(-1), py.reshape(-1)], dim=1)          # [K,2]
+
+
+class GMM(nn.Module):
+    input_names = ("parsing_logits", "garment", "garment_mask_logits")
+    output_names = ("warped_garment", "warped_mask")
+
+    def __init__(self, widths: list[int], height: int, width: int, grid_size: int = 5):
+        super().__init__()
+        self.grid_size = grid_size
+        self.groups = ParsingGroups()
+        self.person_enc = Encoder(AGNOSTIC_CHANNELS, widths)
+        self.garment_enc = Encoder(4, widths)
+        fh, fw = height // 2 ** (len(widths) - 1), width // 2 ** (len(widths) - 1)
+        self.regress = nn.Sequential(
+            nn.Conv2d(fh * fw, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
+            nn.Conv2d(64, 32, 3, stride=2, padding=1), nn.BatchNorm2d(32), nn.ReLU(inplace=True),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 2 * grid_size ** 2),
+        )
+        nn.init.zeros_(self.regress[-1].weight)   # start at the identity warp
+        nn.init.zeros_(self.regress[-1].bias)
+        self.register_buffer("base", regular_grid(grid_size), persistent=False)
+        self.register_buffer("kernel", tps_kernel(grid_size, height, width), persistent=False)
+        self.height, self.width = height, width
+
+    def control_points(self, parsing_logits, garment, garment_mask_logits) -> torch.Tensor:
+        """Source control points [B,K,2] in grid_sample coordinates."""
+        person = agnostic(self.groups(parsing_logits))
+        mask = torch.sigmoid(garment_mask_logits)
+        fa = F.normalize(self.person_enc(person)[-1], dim=1)
+        fb = F.normalize(self.garment_enc(torch.cat([garment * 2 - 1, mask], 1))[-1], dim=1)
+        b, c, h, w = fa.shape
+        corr = torch.bmm(fb.flatten(2).transpose(1, 2), fa.flatten(2))  # [B, hw_garment, hw_person]
+        corr = corr.reshape(b, h * w, h, w)
+        offsets = torch.tanh(self.regress(corr)).reshape(b, self.grid_size ** 2, 2)
+        return self.base + offsets
+
+    def grid(self, points: torch.Tensor) -> torch.Tensor:
+        return torch.matmul(self.kernel, points).reshape(-1, self.height, self.width, 2)
+
+    def forward(self, parsing_logits, garment, garment_mask_logits):
+        points = self.control_points(parsing_logits, garment, garment_mask_logits)
+        grid = self.grid(points)
+        mask = torch.sigmoid(garment_mask_logits)
+        warped = F.grid_sample(torch.cat([garment, mask], 1), grid, mode="bilinear", padding_mode="zeros",
+                               align_corners=False)
+        return warped[:, :3], warped[:, 3:4]
+
+
+def smoothness(points: torch.Tensor, grid_size: int) -> torch.Tensor:
+    """GIC-style second-order term: neighbouring control-point displacements should change linearly."""
+    p = points.reshape(-1, grid_size, grid_size, 2)
+    dx = p[:, :, 2:] - 2 * p[:, :, 1:-1] + p[:, :, :-2]
+    dy = p[:, 2:] - 2 * p[:, 1:-1] + p[:, :-2]
+    return dx.abs().mean() + dy.abs().mean()

@@ -1,0 +1,269 @@
+"""Train one or more networks with DeepSpeed. Run under the launcher:
+
+    deepspeed --num_gpus 1 training/drape_train/train.py --config training/configs/gmm.yaml [--quick]
+
+Several --config files train one after another in the same process (what the quick pipeline does, to pay the
+launcher's start-up once). Each network writes to <out>/<network>/:
+    ds/            DeepSpeed checkpoint (engine + optimizer + scheduler + step) for --resume
+    weights.pt     the best validation weights of the bare network (what export reads)
+    card.json      model card: resolution, tensor names/shapes, normalisation, labels, metrics, schedule
+    metrics.csv    training losses and validation metrics per step
+All files are written atomically (temp file + rename), so a kill at any moment leaves the last good ones.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from torch.utils.data import DataLoader, DistributedSampler
+
+from drape_train.config import TrainConfig, load_config
+from drape_train.datasets import NetworkDataset
+from drape_train.objectives import Objective
+
+console = Console()
+CARD_FORMAT = 1
+MAX_BATCH = 8
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", nargs="+", required=True, help="network YAML config(s), trained in order")
+    ap.add_argument("--quick", action="store_true", help="use each config's quick_steps (the `make serve` schedule)")
+    ap.add_argument("--steps", type=int, help="override the number of optimizer steps")
+    ap.add_argument("--data", help="dataset root (VITON-HD layout); default: the config's data.root")
+    ap.add_argument("--out", default="build/checkpoints", help="checkpoint root (default: %(default)s)")
+    ap.add_argument("--resume", action="store_true", help="continue from <out>/<network>/ds if present")
+    ap.add_argument("--local_rank", type=int, default=int(os.environ.get("LOCAL_RANK", 0)),
+                    help="set by the deepspeed launcher")
+    return ap.parse_args(argv)
+
+
+def atomic_write(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_ds_config(ds: dict, cfg: TrainConfig, steps: int) -> dict:
+    """Fill the run-dependent parts of a ds_config: batch, schedule length, and bf16 'auto' (on only on CUDA)."""
+    ds = json.loads(json.dumps(ds))
+    ds["train_micro_batch_size_per_gpu"] = cfg.schedule.batch_size
+    ds["optimizer"]["params"]["lr"] = cfg.schedule.lr
+    sched = ds.get("scheduler", {}).get("params", {})
+    if "total_num_steps" in sched:
+        sched["total_num_steps"] = steps
+        sched["warmup_num_steps"] = min(cfg.schedule.warmup_steps, max(1, steps // 5))
+    for key in ("bf16", "fp16"):
+        if ds.get(key, {}).get("enabled") == "auto":
+            ds[key]["enabled"] = bool(torch.cuda.is_available() and (key == "fp16" or torch.cuda.is_bf16_supported()))
+    return ds
+
+
+def init_distributed() -> None:
+    import deepspeed
+    from deepspeed.accelerator import get_accelerator
+
+    if get_accelerator().device_name() == "cpu" and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        # One CPU rank never all-reduces; skip JIT-compiling DeepSpeed's shared-memory comm op (~80 s cold).
+        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+    deepspeed.init_distributed()
+
+
+def loader(ds, cfg: TrainConfig, shuffle: bool, seed: int) -> DataLoader:
+    world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+    sampler = DistributedSampler(ds, shuffle=shuffle, seed=seed) if world > 1 else None
+    g = torch.Generator().manual_seed(seed)
+    return DataLoader(ds, batch_size=cfg.schedule.batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
+                      drop_last=shuffle, generator=g, num_workers=0)
+
+
+def to_device(batch: dict, device) -> dict:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def validate(engine, objective: Objective, val_loader: DataLoader) -> dict[str, float]:
+    objective.eval()
+    sums: dict[str, list] = {}
+    for b in val_loader:
+        for k, v in objective.metrics(to_device(b, engine.device)).items():
+            sums.setdefault(k, []).append(v.float().cpu())
+    objective.train()
+    return {k: float(torch.nanmean(torch.cat(v))) for k, v in sums.items()}
+
+
+def tensor_specs(objective: Objective, batch: dict) -> tuple[list[dict], list[dict]]:
+    net = objective.net
+    net.eval()
+    with torch.no_grad():
+        ins = objective.inputs(to_device(batch, next(net.parameters()).device))
+        outs = net(*ins)
+    net.train()
+    outs = outs if isinstance(outs, tuple) else (outs,)
+
+    def spec(names, tensors):
+        return [{"name": n, "dtype": "float32", "shape": list(t.shape[1:])} for n, t in zip(names, tensors)]
+
+    return spec(net.input_names, ins), spec(net.output_names, outs)
+
+
+def write_card(out: Path, cfg: TrainConfig, specs, metrics: dict, train_info: dict) -> None:
+    labels = None
+    if cfg.network == "human_parsing":
+        from drape_train.data.synth import LIP_LABELS
+        labels = list(LIP_LABELS)
+    card = {
+        "name": cfg.network, "family": cfg.network, "format_version": CARD_FORMAT,
+        "resolution": {"height": cfg.data.height, "width": cfg.data.width},
+        "inputs": specs[0], "outputs": specs[1], "max_batch_size": MAX_BATCH,
+        "normalization": "RGB float32 in [0,1], NCHW; logits are pre-sigmoid/pre-softmax",
+        "labels": labels, "metrics": metrics, "train": train_info,
+        "config": cfg.model_dump(),
+    }
+    atomic_write(out / "card.json", lambda p: p.write_text(json.dumps(card, indent=2)))
+
+
+def train_one(config_path: str, args) -> dict:
+    import deepspeed
+
+    cfg, ds_cfg = load_config(config_path)
+    if args.data:
+        cfg.data.root = args.data
+    steps = args.steps or (cfg.schedule.quick_steps if args.quick else cfg.schedule.steps)
+    out = Path(args.out) / cfg.network
+    out.mkdir(parents=True, exist_ok=True)
+    if not args.resume:
+        for stale in (out / "metrics.csv", out / "weights.pt", out / "card.json"):
+            stale.unlink(missing_ok=True)
+        shutil.rmtree(out / "ds", ignore_errors=True)
+    seed_everything(cfg.schedule.seed)
+
+    train_ds = NetworkDataset(cfg.data.root, "train", cfg.network, seed=cfg.schedule.seed)
+    val_ds = NetworkDataset(cfg.data.root, "val", cfg.network, seed=cfg.schedule.seed + 1)
+    objective = Objective(cfg)
+    ds_cfg = resolve_ds_config(ds_cfg, cfg, steps)
+    engine, _, _, _ = deepspeed.initialize(model=objective, model_parameters=objective.parameters(), config=ds_cfg)
+
+    step, best, since_best, epoch = 0, None, 0, 0
+    if args.resume and (out / "ds").exists():
+        _, client = engine.load_checkpoint(str(out / "ds"))
+        if client:
+            step, best, since_best, epoch = client["step"], client["best"], client["since_best"], client["epoch"]
+            console.print(f"[bold]{cfg.network}[/]: resumed at step {step}")
+    rank0 = engine.global_rank == 0
+    train_loader = loader(train_ds, cfg, True, cfg.schedule.seed)
+    val_loader = loader(val_ds, cfg, False, cfg.schedule.seed)
+    log_rows: list[dict] = []
+    sign = 1 if cfg.metric_mode == "max" else -1
+    t0 = time.time()
+    val_every = min(cfg.schedule.val_every, steps)
+
+    def batches():
+        nonlocal epoch
+        while True:
+            train_ds.epoch = epoch
+            if isinstance(train_loader.sampler, DistributedSampler):
+                train_loader.sampler.set_epoch(epoch)
+            yield from train_loader
+            epoch += 1
+
+    it = batches()
+    cols = (TextColumn(f"[bold]{cfg.network:<14}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*cols, console=console, disable=not rank0, transient=False) as progress:
+        task = progress.add_task("train", total=steps, completed=step, info="")
+        while step < steps:
+            batch = to_device(next(it), engine.device)
+            loss, logs = engine(batch)
+            engine.backward(loss)
+            engine.step()
+            step += 1
+            if step % 10 == 0 or step == steps:
+                row = {"step": step, "loss": float(loss), "lr": engine.get_lr()[0],
+                       **{k: float(v) for k, v in logs.items()}}
+                log_rows.append(row)
+                progress.update(task, info=f"loss {float(loss):.4f}")
+            progress.update(task, completed=step)
+            if step % val_every == 0 or step == steps:
+                metrics = validate(engine, objective, val_loader)
+                log_rows.append({"step": step, **{f"val_{k}": v for k, v in metrics.items()}})
+                improved = best is None or sign * metrics[cfg.metric] > sign * best["metrics"][cfg.metric]
+                if improved:
+                    best, since_best = {"step": step, "metrics": metrics}, 0
+                    if rank0:
+                        state = {k: v.cpu() for k, v in objective.net.state_dict().items()}
+                        atomic_write(out / "weights.pt", lambda p: torch.save(state, p))
+                        specs = tensor_specs(objective, next(iter(val_loader)))
+                        write_card(out, cfg, specs, metrics, {
+                            "steps": steps, "best_step": step, "seed": cfg.schedule.seed, "quick": args.quick,
+                            "dataset": cfg.data.root, "wall_s": round(time.time() - t0, 1),
+                            "deepspeed": ds_cfg, "device": str(engine.device),
+                        })
+                else:
+                    since_best += 1
+                engine.save_checkpoint(str(out / "ds"), tag=f"step{step}", client_state={
+                    "step": step, "best": best, "since_best": since_best, "epoch": epoch})
+                if rank0:
+                    _prune_checkpoints(out / "ds", keep=f"step{step}")
+                    _append_csv(out / "metrics.csv", log_rows)
+                    log_rows = []
+                progress.update(task, info=f"{cfg.metric} {metrics[cfg.metric]:.4f}")
+                if cfg.schedule.early_stop_patience and since_best >= cfg.schedule.early_stop_patience:
+                    console.print(f"{cfg.network}: early stop at step {step} (best {best['step']})")
+                    break
+    wall = time.time() - t0
+    if rank0:
+        console.print(f"[bold]{cfg.network}[/]: best {cfg.metric}={best['metrics'][cfg.metric]:.4f} at step "
+                      f"{best['step']} ({wall:.0f} s) -> {out}")
+    return {"network": cfg.network, "best": best, "wall_s": wall}
+
+
+def _prune_checkpoints(ds_dir: Path, keep: str) -> None:
+    """Drop older DeepSpeed tags once `keep` is complete (DeepSpeed wrote `latest` after the files)."""
+    if (ds_dir / "latest").exists() and (ds_dir / "latest").read_text().strip() == keep:
+        for d in ds_dir.iterdir():
+            if d.is_dir() and d.name != keep:
+                shutil.rmtree(d, ignore_errors=True)
+
+
+def _append_csv(path: Path, rows: list[dict]) -> None:
+    """Rewrite the CSV with the union of columns (validation rows add columns the training rows lack)."""
+    old = list(csv.DictReader(path.open())) if path.exists() else []
+    rows = old + rows
+    fields = list(dict.fromkeys(k for r in rows for k in r))
+
+    def write(p):
+        with p.open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=fields)
+            w.writeheader()
+            w.writerows(rows)
+
+    atomic_write(path, write)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    init_distributed()
+    for config_path in args.config:
+        train_one(config_path, args)
+
+
+if __name__ == "__main__":
+    main()
