@@ -1,0 +1,285 @@
+"""VITON-HD folder layout: write synthetic pairs into it, read it back (synthetic or real data alike).
+
+    {root}/dataset.json                      resolution, counts, seed, generator version, "complete" flag
+    {root}/{split}_pairs.txt                 "person.jpg cloth.jpg" per line
+    {root}/{split}/image/{id}.jpg            person, RGB
+    {root}/{split}/cloth/{id}.jpg            still product image
+    {root}/{split}/cloth-mask/{id}.png       0/255 (real VITON-HD ships .jpg; both are read)
+    {root}/{split}/image-parse-v3/{id}.png   palette PNG, pixel value = LIP label id
+    {root}/{split}/openpose_json/{id}_keypoints.json   OpenPose COCO-18 (BODY_25 is read too)
+    {root}/{split}/gt-warp/{id}.npz          extra: flow float16 [H,W,2] (grid_sample grid), garment_mask
+    {root}/{split}/meta/{id}.json            extra: garment type, colours, seed
+
+Synthetic pair k writes "{k:05d}_0" (garment A) and "{k:05d}_1" (garment B) of the same person. The pairs file
+lists both directions, "k_0 k_1" and "k_1 k_0": the person of the first wearing the cloth of the second, whose
+ground-truth try-on is image/<second>. Real VITON-HD ids ("00891_00") follow the same identity_suffix shape.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import zipfile
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from .synth import (FLOW_INVALID, GARMENT_LABELS, GENERATOR_VERSION, KEYPOINT_NAMES, LIP_LABELS, LIP_PALETTE,
+                    NECK_LABEL, Sample, render_pair)
+
+SPLITS = ("train", "val", "test")
+FOLDERS = ("image", "cloth", "cloth-mask", "image-parse-v3", "openpose_json", "gt-warp", "meta")
+READ_GARMENT_LABELS = (5, 6, 7)  # upper-clothes, dress, coat: what counts as "the garment" in real parses
+BODY25_TO_COCO18 = [0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18]
+
+
+def pair_seed(base_seed: int, split: str, k: int) -> int:
+    """Seed of pair k: base seed, split and index in disjoint bit fields, so no two (seed, split, k) share one."""
+    if not 0 <= k < 1 << 28 or base_seed < 0:
+        raise ValueError(f"need 0 <= k < 2**28 and base_seed >= 0, got k={k}, base_seed={base_seed}")
+    return (base_seed << 32) | (SPLITS.index(split) << 28) | k
+
+
+# ----------------------------------------------------------------------------------------------- writing
+
+def _imwrite(path: Path, rgb_or_gray: np.ndarray, *params):
+    img = rgb_or_gray[..., ::-1] if rgb_or_gray.ndim == 3 else rgb_or_gray
+    if not cv2.imwrite(str(path), np.ascontiguousarray(img), list(params)):
+        raise OSError(f"could not write {path}")
+
+
+def _save_npz(path: Path, **arrays):
+    """np.savez_compressed with a fixed zip timestamp, so reruns are byte-identical."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, arr in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with zf.open(info, "w") as f:
+                np.lib.format.write_array(f, np.ascontiguousarray(arr), allow_pickle=False)
+
+
+def write_parse(path: Path, parse: np.ndarray):
+    """Palette PNG: pixel values are label ids, the palette only colours them for viewers."""
+    im = Image.fromarray(parse.astype(np.uint8))
+    im.putpalette(LIP_PALETTE.ravel().tolist() + [0] * (768 - LIP_PALETTE.size))
+    im.save(path, optimize=False)
+
+
+def openpose_dict(keypoints: np.ndarray) -> dict:
+    return {"version": 1.3, "people": [{
+        "person_id": [-1], "pose_keypoints_2d": [round(float(v), 3) for v in keypoints.reshape(-1)],
+        "face_keypoints_2d": [], "hand_left_keypoints_2d": [], "hand_right_keypoints_2d": [],
+        "pose_keypoints_3d": [], "face_keypoints_3d": [], "hand_left_keypoints_3d": [],
+        "hand_right_keypoints_3d": []}]}
+
+
+def write_sample(split_dir: Path, sid: str, s: Sample, extra_meta: dict | None = None):
+    _imwrite(split_dir / "image" / f"{sid}.jpg", s.image, cv2.IMWRITE_JPEG_QUALITY, 95)
+    _imwrite(split_dir / "cloth" / f"{sid}.jpg", s.cloth, cv2.IMWRITE_JPEG_QUALITY, 95)
+    _imwrite(split_dir / "cloth-mask" / f"{sid}.png", s.cloth_mask)
+    write_parse(split_dir / "image-parse-v3" / f"{sid}.png", s.parse)
+    (split_dir / "openpose_json" / f"{sid}_keypoints.json").write_text(json.dumps(openpose_dict(s.keypoints)))
+    _save_npz(split_dir / "gt-warp" / f"{sid}.npz", flow=s.flow.astype(np.float16), garment_mask=s.garment_mask > 0)
+    meta = {**s.meta, "garment_type": s.garment_type, "garment_rgb": list(s.garment_rgb), **(extra_meta or {})}
+    (split_dir / "meta" / f"{sid}.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
+
+
+def _write_pair(task: tuple) -> int:
+    split_dir, k, seed, height, width = task
+    a, b = render_pair(seed, height, width)
+    for j, s in enumerate((a, b)):
+        write_sample(Path(split_dir), f"{k:05d}_{j}", s, {"pair": k, "pair_seed": seed})
+    return k
+
+
+def _worker_init():
+    cv2.setNumThreads(1)  # parallelism is across processes; OpenCV's own pool would only oversubscribe
+
+
+def pair_lines(n: int) -> list[str]:
+    lines = []
+    for k in range(n):
+        lines += [f"{k:05d}_0.jpg {k:05d}_1.jpg", f"{k:05d}_1.jpg {k:05d}_0.jpg"]
+    return lines
+
+
+def _clear_previous(root: Path):
+    """A rerun replaces an earlier synthetic dataset (no stale ids survive); anything else is never touched."""
+    if (root / "dataset.json").exists():
+        for split in SPLITS:
+            for folder in FOLDERS:
+                shutil.rmtree(root / split / folder, ignore_errors=True)
+            (root / f"{split}_pairs.txt").unlink(missing_ok=True)
+    elif any((root / split).exists() for split in SPLITS):
+        raise FileExistsError(f"{root} holds train/val/test folders but no dataset.json: not a synthetic dataset "
+                              f"written by this tool, refusing to overwrite it")
+
+
+def write_dataset(root, n_pairs: dict, seed: int = 0, height: int = 256, width: int = 192, workers: int = 1,
+                  progress: bool = True) -> dict:
+    """Render n_pairs[split] pairs per split into the VITON-HD layout under root; returns dataset.json's content.
+
+    Every file depends only on its pair seed, so the output is byte-identical for any worker count. dataset.json
+    says "complete": false until the last file is written.
+    """
+    root = Path(root)
+    unknown = set(n_pairs) - set(SPLITS)
+    if unknown:
+        raise ValueError(f"unknown splits {sorted(unknown)}; expected some of {SPLITS}")
+    _clear_previous(root)
+    info = {
+        "generator": "drape_train.data.synth", "version": GENERATOR_VERSION, "complete": False, "seed": seed,
+        "height": height, "width": width,
+        "pairs": {s: int(n_pairs.get(s, 0)) for s in SPLITS},
+        "samples": {s: 2 * int(n_pairs.get(s, 0)) for s in SPLITS},
+        "labels": list(LIP_LABELS), "neck_label": NECK_LABEL, "garment_labels": list(GARMENT_LABELS),
+        "keypoints": {"format": "openpose-coco18", "names": list(KEYPOINT_NAMES)},
+        "flow": {"convention": "grid_sample align_corners=False, x then y, person pixel -> cloth image",
+                 "invalid": FLOW_INVALID},
+    }
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "dataset.json").write_text(json.dumps(info, indent=1))
+    tasks = []
+    for split in SPLITS:
+        n = int(n_pairs.get(split, 0))
+        split_dir = root / split
+        for folder in FOLDERS:
+            (split_dir / folder).mkdir(parents=True, exist_ok=True)
+        (root / f"{split}_pairs.txt").write_text("".join(line + "\n" for line in pair_lines(n)))
+        tasks += [(str(split_dir), k, pair_seed(seed, split, k), height, width) for k in range(n)]
+
+    columns = (TextColumn("[bold]synth[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeRemainingColumn())
+    with Progress(*columns, disable=not progress) as bar:
+        job = bar.add_task(f"{root} ({height}x{width}, {workers} workers)", total=len(tasks))
+        if workers <= 1:
+            for t in tasks:
+                _write_pair(t)
+                bar.advance(job)
+        else:
+            with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_worker_init) as ex:
+                for _ in ex.map(_write_pair, tasks, chunksize=4):
+                    bar.advance(job)
+
+    info["complete"] = True
+    (root / "dataset.json").write_text(json.dumps(info, indent=1))
+    return info
+
+
+# ----------------------------------------------------------------------------------------------- reading
+
+def read_parse(path: Path) -> np.ndarray:
+    """Label ids from a palette/grey PNG; an RGB-colourised parse is mapped back through LIP_PALETTE."""
+    im = Image.open(path)
+    if im.mode in ("P", "L"):
+        return np.asarray(im, np.uint8)
+    if im.mode in ("I", "I;16"):
+        return np.asarray(im).astype(np.uint8)
+    rgb = np.asarray(im.convert("RGB")).astype(np.int32)
+    code = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+    pal = LIP_PALETTE.astype(np.int32)
+    keys = (pal[:, 0] << 16) | (pal[:, 1] << 8) | pal[:, 2]
+    idx = np.searchsorted(keys, code, sorter=np.argsort(keys))
+    idx = np.argsort(keys)[np.clip(idx, 0, len(keys) - 1)]
+    if not (keys[idx] == code).all():
+        raise ValueError(f"{path}: RGB parse has colours outside LIP_PALETTE; save label ids instead")
+    return idx.astype(np.uint8)
+
+
+def read_keypoints(path: Path) -> np.ndarray:
+    """[18,3] (x, y, confidence) from an OpenPose json; zeros when nobody was detected."""
+    people = json.loads(Path(path).read_text()).get("people", [])
+    if not people:
+        return np.zeros((18, 3), np.float32)
+    kp = np.asarray(people[0]["pose_keypoints_2d"], np.float32).reshape(-1, 3)
+    if len(kp) == 25:
+        kp = kp[BODY25_TO_COCO18]
+    if len(kp) != 18:
+        raise ValueError(f"{path}: expected 18 (COCO) or 25 (BODY_25) keypoints, got {len(kp)}")
+    return kp
+
+
+def _mask255(m: np.ndarray) -> np.ndarray:
+    return m.astype(np.uint8) * 255
+
+
+def _rgb(path: Path) -> np.ndarray:
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise OSError(f"could not decode {path}")
+    return np.ascontiguousarray(img[..., ::-1])
+
+
+class VitonDataset:
+    """Reader for one split of the layout above. Images come back RGB uint8, masks uint8 0/255 (as in Sample)."""
+
+    def __init__(self, root, split: str):
+        self.root, self.split = Path(root), split
+        self.dir = self.root / split
+        if not (self.dir / "image").is_dir():
+            raise FileNotFoundError(f"{self.dir / 'image'} does not exist: not a VITON-HD style split")
+        self.ids = sorted({p.stem for p in (self.dir / "image").iterdir() if p.suffix.lower() in (".jpg", ".png")})
+        self._idset = set(self.ids)
+        pairs_file = self.root / f"{split}_pairs.txt"
+        self.pairs = []
+        if pairs_file.exists():
+            for n, line in enumerate(pairs_file.read_text().splitlines(), 1):
+                if line.strip():
+                    parts = line.split()
+                    if len(parts) != 2:
+                        raise ValueError(f"{pairs_file}:{n}: expected 'person.jpg cloth.jpg', got {line!r}")
+                    self.pairs.append((Path(parts[0]).stem, Path(parts[1]).stem))
+        meta = self.root / "dataset.json"
+        self.info = json.loads(meta.read_text()) if meta.exists() else {}
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def _find(self, folder: str, sid: str, exts: tuple[str, ...], suffix: str = "", required: bool = True):
+        for ext in exts:
+            p = self.dir / folder / f"{sid}{suffix}{ext}"
+            if p.exists():
+                return p
+        if required:
+            raise FileNotFoundError(f"missing {self.dir / folder / (sid + suffix)}{{{','.join(exts)}}} "
+                                    f"for id {sid!r} of split {self.split!r}")
+        return None
+
+    def load(self, sid: str) -> dict:
+        """All annotations of one id: image, cloth, cloth_mask, parse, keypoints, garment_mask (+ flow, meta)."""
+        out = {
+            "id": sid,
+            "image": _rgb(self._find("image", sid, (".jpg", ".png"))),
+            "cloth": _rgb(self._find("cloth", sid, (".jpg", ".png"))),
+            "parse": read_parse(self._find("image-parse-v3", sid, (".png",))),
+            "keypoints": read_keypoints(self._find("openpose_json", sid, (".json",), suffix="_keypoints")),
+        }
+        mask_path = self._find("cloth-mask", sid, (".png", ".jpg"))
+        mask = cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE)
+        if mask is None:
+            raise OSError(f"could not decode {mask_path}")
+        out["cloth_mask"] = _mask255(mask >= 128)
+        warp = self._find("gt-warp", sid, (".npz",), required=False)
+        if warp is not None:
+            with np.load(warp) as z:
+                out["flow"] = z["flow"].astype(np.float32)
+                out["garment_mask"] = _mask255(z["garment_mask"] > 0)
+        else:
+            out["garment_mask"] = _mask255(np.isin(out["parse"], READ_GARMENT_LABELS))
+        meta = self._find("meta", sid, (".json",), required=False)
+        if meta is not None:
+            out["meta"] = json.loads(meta.read_text())
+        return out
+
+    def target_for(self, person_id: str, cloth_id: str) -> str | None:
+        """Id of the ground-truth try-on image (person_id's person in cloth_id's garment), if the split has one.
+
+        It exists when both ids share the identity prefix (the part before the last "_"): then image/<cloth_id>
+        is that same person wearing that cloth.
+        """
+        same = person_id.rsplit("_", 1)[0] == cloth_id.rsplit("_", 1)[0]
+        return cloth_id if same and cloth_id in self._idset else None
