@@ -604,7 +604,7 @@ def test_server_handle_reports_startup_and_sample_command(server):
 
     assert server.is_ready()
     assert server.startup_s > 0
-    assert str(server.http_port) in sample_command(server.http_port, server.grpc_port)
+    assert f"localhost:{server.grpc_port} tryon" in sample_command(server.http_port, server.grpc_port)
 
 
 @pytest.mark.server

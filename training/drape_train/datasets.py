@@ -79,7 +79,7 @@ class NetworkDataset(Dataset):
         s = self.samples[self.ids[i]]
         rng = np.random.default_rng([self.seed, self.epoch, i])
         mode = ("hsv", "lab", "rgb", "mixed")[int(rng.integers(4))]
-        degraded = degrade(s["image"], s["garment_mask"], rng, mode, float(rng.uniform(0.3, 1.0)))
+        degraded = degrade(s["image"], s["garment_mask"], rng, mode, float(rng.uniform(0.05, 0.35)))
         return {"on_model": _img(degraded), "still": _img(s["cloth"]),
                 "parse": torch.from_numpy(s["parse"].astype(np.int64)), "still_mask": _mask(s["cloth_mask"]),
                 "target": _img(s["image"]), "garment_mask": _mask(s["garment_mask"])}
