@@ -19,6 +19,7 @@ class ModelCfg(_Strict):
     widths: list[int] = Field(default_factory=lambda: [8, 16, 32, 64, 128])
     grid_size: int | None = None      # gmm: TPS control grid is grid_size x grid_size
     heads: int | None = None          # recolor: cross-attention heads
+    stem_stride: int | None = None    # segmentation: 2 = encoder starts at half resolution, logits upsampled
 
 
 class DataCfg(_Strict):
@@ -63,6 +64,8 @@ class TrainConfig(_Strict):
             kw["grid_size"] = self.model.grid_size
         if self.model.heads is not None:
             kw["heads"] = self.model.heads
+        if self.model.stem_stride is not None:
+            kw["stem_stride"] = self.model.stem_stride
         return kw
 
 

@@ -14,9 +14,9 @@ class GarmentSegNet(nn.Module):
     input_names = ("image",)
     output_names = ("mask_logits",)
 
-    def __init__(self, widths: list[int]):
+    def __init__(self, widths: list[int], stem_stride: int = 1):
         super().__init__()
-        self.net = UNet(3, 1, widths)
+        self.net = UNet(3, 1, widths, stem_stride)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.net(image * 2.0 - 1.0)
@@ -28,9 +28,9 @@ class HumanParsingNet(nn.Module):
     input_names = ("image",)
     output_names = ("parsing_logits",)
 
-    def __init__(self, widths: list[int]):
+    def __init__(self, widths: list[int], stem_stride: int = 1):
         super().__init__()
-        self.net = UNet(3, NUM_LABELS, widths)
+        self.net = UNet(3, NUM_LABELS, widths, stem_stride)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.net(image * 2.0 - 1.0)
