@@ -27,8 +27,8 @@ help: ## list the targets
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	$(PY) -m pip install -qq --upgrade pip
+	$(PY) -m pip install -qq -e ".[$(EXTRAS)]"
 	@rm -f $(VENV)/.installed-* && touch $@
 
 venv: $(STAMP) ## create .venv and install the project with every extra
@@ -53,7 +53,10 @@ build/model_repository/cpu/tryon/config.pbtxt: | $(STAMP)
 	$(PY) -m drape_export onnx --checkpoints $(CKPT) --out $(ONNX)
 	$(PY) -m drape_export repo --target cpu --onnx-dir $(ONNX) --out build/model_repository/cpu
 
-quick: build/model_repository/cpu/tryon/config.pbtxt ## run the quick pipeline if no CPU repository exists yet
+build/samples/person.jpg: | $(STAMP)
+	$(PY) -m drape_train.data samples --out build/samples
+
+quick: build/model_repository/cpu/tryon/config.pbtxt build/samples/person.jpg ## run the quick pipeline if no CPU repository exists yet
 
 serve: quick ## start Triton on the CPU repository (HTTP 8000, gRPC 8001, metrics 8002); Ctrl-C stops
 	$(PY) -m drape_serving.server --model-repository build/model_repository/cpu

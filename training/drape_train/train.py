@@ -195,10 +195,10 @@ def train_one(config_path: str, args) -> dict:
             engine.step()
             step += 1
             if step % 10 == 0 or step == steps:
-                row = {"step": step, "loss": float(loss), "lr": engine.get_lr()[0],
+                row = {"step": step, "loss": float(loss.detach()), "lr": engine.get_lr()[0],
                        **{k: float(v) for k, v in logs.items()}}
                 log_rows.append(row)
-                progress.update(task, info=f"loss {float(loss):.4f}")
+                progress.update(task, info=f"loss {float(loss.detach()):.4f}")
             progress.update(task, completed=step)
             if step % val_every == 0 or step == steps:
                 metrics = validate(engine, objective, val_loader)

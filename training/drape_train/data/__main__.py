@@ -22,6 +22,7 @@ flow (grid_sample convention) and the visible-garment mask, and image/<k_1> is t
   generate  render pairs into --out (counts are pairs; 2 images each)
   sheet     contact sheet of a split: person A | still B | parsing A | GT-warped still B | target
   bench     rendering speed of one process (no disk I/O)
+  samples   a few request-ready images (person, garment, on-model, still) for trying a running server
 """
 
 
@@ -100,6 +101,20 @@ def _bench(args) -> int:
     return 0
 
 
+def _samples(args) -> int:
+    """Photos an app would send: a person and another garment's still (tryon), an on-model photo and its still."""
+    from .synth import render_pair
+
+    a, b = render_pair(args.seed, args.height, args.width)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"person.jpg": a.image, "garment.jpg": b.cloth, "on_model.jpg": b.image, "still.jpg": a.cloth}
+    for name, rgb in files.items():
+        cv2.imwrite(str(out / name), rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
+    print(f"wrote {', '.join(files)} to {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m drape_train.data", description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -136,6 +151,15 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--height", type=int, default=256)
     b.add_argument("--width", type=int, default=192)
     b.set_defaults(func=_bench)
+
+    m = sub.add_parser("samples", help="write sample request images", formatter_class=d,
+                       description="person.jpg + garment.jpg (a try-on pair), on_model.jpg + still.jpg (a recolor "
+                                   "pair whose still shows a different garment colour).")
+    m.add_argument("--out", default="build/samples")
+    m.add_argument("--seed", type=int, default=20261123, help="scene seed (not in any generated split)")
+    m.add_argument("--height", type=int, default=512)
+    m.add_argument("--width", type=int, default=384)
+    m.set_defaults(func=_samples)
     return p
 
 
