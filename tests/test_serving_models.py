@@ -668,4 +668,4 @@ def test_cli_runs_in_foreground_and_exits_0_on_sigterm(tiny_repo):
     reader.join(timeout=10)
     err = "".join(lines)
     assert proc.returncode == 0, err[-3000:]
-    assert f"localhost:{http}" in err and "stopping tritonserver" in err
+    assert f"localhost:{grpc}" in err and "stopping tritonserver" in err
