@@ -99,3 +99,5 @@ def test_deepspeed_launcher_trains_writes_card_and_resumes(tmp_path):
     steps = [int(r.split(",")[0]) for r in rows[1:]]
     assert steps == sorted(steps) and steps[-1] == 6 and 3 in steps
     assert (out / "gmm" / "ds" / "latest").read_text().strip() == "step6"
+    assert (out / "gmm" / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert list((out / "gmm" / "tb").glob("events.out.tfevents.*")), "no TensorBoard event file"

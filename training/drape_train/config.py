@@ -20,6 +20,7 @@ class ModelCfg(_Strict):
     grid_size: int | None = None      # gmm: TPS control grid is grid_size x grid_size
     heads: int | None = None          # recolor: cross-attention heads
     stem_stride: int | None = None    # segmentation: 2 = encoder starts at half resolution, logits upsampled
+    attention: bool | None = None     # segmentation: attention-gated skips + bottleneck self-attention
 
 
 class DataCfg(_Strict):
@@ -45,6 +46,14 @@ class LossCfg(_Strict):
     delta_e: float = 0.0
     mask: float = 1.0
     smooth: float = 0.0
+    focal: float = 0.0                # segmentation options
+    tversky: float = 0.0
+    boundary: float = 0.0
+    perceptual: float = 0.0           # image outputs; need vgg19_weights (disabled with a log line otherwise)
+    style: float = 0.0
+    vgg19_weights: str | None = None  # torchvision-format VGG19 state dict path; env DRAPE_VGG19_WEIGHTS also works
+    gan: float = 0.0                  # optional PatchGAN adversarial term (tom, recolor)
+    gan_lr: float = 2e-4
 
 
 class TrainConfig(_Strict):
@@ -66,6 +75,8 @@ class TrainConfig(_Strict):
             kw["heads"] = self.model.heads
         if self.model.stem_stride is not None:
             kw["stem_stride"] = self.model.stem_stride
+        if self.model.attention is not None:
+            kw["attention"] = self.model.attention
         return kw
 
 

@@ -72,7 +72,8 @@ class NetworkDataset(Dataset):
         warped = warp_with_flow(b["cloth"], tgt["flow"])
         wmask = warp_with_flow(b["cloth_mask"].astype(np.float32), tgt["flow"]) > 0.5
         return {"person": _img(a["image"]), "parse": torch.from_numpy(a["parse"].astype(np.int64)),
-                "warped_garment": _img(warped), "warped_mask": _mask(wmask), "target": _img(tgt["image"])}
+                "warped_garment": _img(warped), "warped_mask": _mask(wmask), "target": _img(tgt["image"]),
+                "garment": _img(b["cloth"]), "garment_mask": _mask(b["cloth_mask"])}
 
     def _recolor(self, i):
         # The on-model photo with its garment colour degraded; the target is the true photo, the still is truth.

@@ -10,7 +10,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import os
+
 from drape_train.config import TrainConfig
+from drape_train.losses import PatchDiscriminator, boundary_loss, focal_loss, load_vgg, perceptual_and_style, tversky_loss
 from drape_train.models import build
 from drape_train.models.gmm import smoothness
 from drape_train.models.representation import NUM_LABELS, labels_to_logits, mask_to_logits
@@ -31,6 +34,31 @@ def delta_e76(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return ((la - lb) ** 2).sum(1, keepdim=True).add(1e-8).sqrt()
 
 
+def delta_e2000(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-pixel CIEDE2000 [B,1,H,W] between sRGB images in [0,1]."""
+    from drape_train.color import delta_e_2000, rgb_to_lab
+
+    lab_a, lab_b = rgb_to_lab(a.clamp(0, 1), dim=1), rgb_to_lab(b.clamp(0, 1), dim=1)
+    return delta_e_2000(lab_a, lab_b, dim=1)[:, None]
+
+
+def ssim(a, b):
+    return kornia.metrics.ssim(a.clamp(0, 1), b.clamp(0, 1), 7).mean((1, 2, 3))
+
+
+def seg_metrics(pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+    """IoU, Dice, precision and recall per sample for boolean masks [B,1,H,W] (empty vs empty counts as 1)."""
+    tp = (pred & target).sum((1, 2, 3)).float()
+    fp = (pred & ~target).sum((1, 2, 3)).float()
+    fn = (~pred & target).sum((1, 2, 3)).float()
+
+    def ratio(n, d):
+        return torch.where(d > 0, n / d.clamp_min(1), torch.ones_like(n))
+
+    return {"iou": ratio(tp, tp + fp + fn), "dice": ratio(2 * tp, 2 * tp + fp + fn),
+            "precision": ratio(tp, tp + fp), "recall": ratio(tp, tp + fn)}
+
+
 def psnr(a, b):
     mse = ((a - b) ** 2).mean((1, 2, 3)).clamp_min(1e-10)
     return 10 * torch.log10(1.0 / mse)
@@ -48,6 +76,45 @@ class Objective(nn.Module):
         self.cfg = cfg
         self.name = cfg.network
         self.net = build(cfg.network, cfg.model.widths, cfg.data.height, cfg.data.width, **cfg.model_kwargs)
+        w = cfg.loss
+        # Kept out of the module tree on purpose: frozen, and 80 MB that must not enter every checkpoint.
+        self._vgg = None
+        if (w.perceptual or w.style) and self.name in ("tom", "recolor"):
+            self._vgg = load_vgg(w.vgg19_weights or os.environ.get("DRAPE_VGG19_WEIGHTS"))
+        self.disc = None
+        if w.gan and self.name in ("tom", "recolor"):
+            cond = 3 + 20 + 3 + 1 if self.name == "tom" else 3 + 3
+            self.disc = PatchDiscriminator(cond + 3)
+        self._gan_cache: tuple | None = None
+
+    def generator_parameters(self):
+        """What the DeepSpeed engine optimizes: everything but the discriminator (it has its own optimizer)."""
+        return [p for n, p in self.named_parameters() if p.requires_grad and not n.startswith("disc.")]
+
+    def _image_terms(self, pred, target, cond) -> tuple[torch.Tensor, dict]:
+        """Perceptual, style and adversarial terms for image outputs (zero when disabled)."""
+        w, logs = self.cfg.loss, {}
+        total = pred.new_zeros(())
+        if self._vgg is not None:
+            p, s = perceptual_and_style(self._vgg.to(pred.device), pred, target)
+            total = total + w.perceptual * p + w.style * s
+            logs.update(perceptual=p, style=s)
+        if self.disc is not None:
+            self.disc.requires_grad_(False)
+            adv = F.softplus(-self.disc(torch.cat([cond, pred], 1))).mean()    # non-saturating GAN loss
+            self.disc.requires_grad_(True)
+            total = total + w.gan * adv
+            logs["adv"] = adv
+            self._gan_cache = (cond.detach(), pred.detach(), target.detach())
+        return total, logs
+
+    def discriminator_loss(self) -> torch.Tensor | None:
+        """D step on the last generator batch: real = (cond, target), fake = (cond, prediction)."""
+        if self.disc is None or self._gan_cache is None:
+            return None
+        cond, fake, real = self._gan_cache
+        return (F.softplus(-self.disc(torch.cat([cond, real], 1))).mean()
+                + F.softplus(self.disc(torch.cat([cond, fake], 1))).mean())
 
     def inputs(self, b: dict) -> tuple:
         """The network's exported inputs, built from a batch (ground-truth parses become logits)."""
@@ -63,9 +130,17 @@ class Objective(nn.Module):
         w = self.cfg.loss
         if self.name == "garment_seg":
             logits = self.net(b["image"])
-            bce = F.binary_cross_entropy_with_logits(logits, b["mask"])
-            dice = dice_loss(torch.sigmoid(logits), b["mask"])
-            return bce + w.dice * dice, {"bce": bce, "dice": dice}
+            prob, m = torch.sigmoid(logits), b["mask"]
+            bce = F.binary_cross_entropy_with_logits(logits, m)
+            dice = dice_loss(prob, m)
+            loss, logs = bce + w.dice * dice, {"bce": bce, "dice": dice}
+            for name, weight, fn in (("focal", w.focal, lambda: focal_loss(logits, m)),
+                                     ("tversky", w.tversky, lambda: tversky_loss(prob, m)),
+                                     ("boundary", w.boundary, lambda: boundary_loss(prob, m))):
+                if weight:
+                    logs[name] = fn()
+                    loss = loss + weight * logs[name]
+            return loss, logs
         if self.name == "human_parsing":
             logits = self.net(b["image"])
             ce = F.cross_entropy(logits, b["parse"])
@@ -82,23 +157,26 @@ class Objective(nn.Module):
             smooth = smoothness(points, self.net.grid_size)
             return w.l1 * l1 + w.mask * mask + w.smooth * smooth, {"l1": l1, "mask": mask, "smooth": smooth}
         if self.name == "tom":
-            tryon, _, rendered, m = self.net.render(*self.inputs(b))
+            ins = self.inputs(b)
+            tryon, _, rendered, m = self.net.render(*ins)
             l1 = F.l1_loss(tryon, b["target"])
             l1_render = F.l1_loss(rendered, b["target"])
             mask_reg = (1 - m).abs().mul(b["warped_mask"]).mean()     # prefer the warped garment's own pixels
-            return w.l1 * (l1 + 0.5 * l1_render) + w.mask * mask_reg, {"l1": l1, "l1_render": l1_render}
+            extra, logs = self._image_terms(tryon, b["target"], torch.cat(ins, 1))
+            loss = w.l1 * (l1 + 0.5 * l1_render) + w.mask * mask_reg + extra
+            return loss, {"l1": l1, "l1_render": l1_render, **logs}
         out, _ = self.net(*self.inputs(b))
         gm = b["garment_mask"]
         l1 = masked_l1(out, b["target"], gm)
         de = (delta_e76(out, b["target"]) * gm).sum() / (gm.sum() + 1e-6)
-        return w.l1 * l1 + w.delta_e * de, {"l1": l1, "delta_e76": de}
+        extra, logs = self._image_terms(out, b["target"], torch.cat([b["on_model"], b["still"]], 1))
+        return w.l1 * l1 + w.delta_e * de + extra, {"l1": l1, "delta_e76": de, **logs}
 
     @torch.no_grad()
     def metrics(self, b: dict) -> dict[str, torch.Tensor]:
         """Per-sample validation metrics [B] for one batch; the mean over the split is reported."""
         if self.name == "garment_seg":
-            pred = self.net(b["image"]) > 0
-            return {"iou": iou(pred, b["mask"] > 0.5).squeeze(1)}
+            return seg_metrics(self.net(b["image"]) > 0, b["mask"] > 0.5)
         if self.name == "human_parsing":
             pred = self.net(b["image"]).argmax(1)
             ious = []
@@ -113,9 +191,12 @@ class Objective(nn.Module):
             return {"warped_mask_iou": iou(wmask > 0.5, b["target_mask"] > 0.5).squeeze(1)}
         if self.name == "tom":
             tryon, _ = self.net(*self.inputs(b))
-            return {"psnr": psnr(tryon, b["target"]), "ssim": kornia.metrics.ssim(tryon, b["target"], 7).mean((1, 2, 3))}
+            return {"psnr": psnr(tryon, b["target"]), "ssim": ssim(tryon, b["target"])}
         out, _ = self.net(*self.inputs(b))
         gm = b["garment_mask"]
         de = (delta_e76(out, b["target"]) * gm).sum((1, 2, 3)) / gm.sum((1, 2, 3)).clamp_min(1)
         base = (delta_e76(b["on_model"], b["target"]) * gm).sum((1, 2, 3)) / gm.sum((1, 2, 3)).clamp_min(1)
-        return {"delta_e76": de, "delta_e76_input": base, "psnr": psnr(out, b["target"])}
+        inside = gm[:, 0] > 0.5
+        de00 = delta_e2000(out, b["target"])[:, 0][inside]
+        return {"delta_e76": de, "delta_e76_input": base, "px_delta_e2000": de00, "psnr": psnr(out, b["target"]),
+                "ssim": ssim(out, b["target"])}

@@ -26,6 +26,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.tensorboard import SummaryWriter
 
 from drape_train.config import TrainConfig, load_config
 from drape_train.datasets import NetworkDataset
@@ -98,14 +99,28 @@ def to_device(batch: dict, device) -> dict:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
+PERCENTILES = (50, 90, 95, 99)
+
+
 def validate(engine, objective: Objective, val_loader: DataLoader) -> dict[str, float]:
+    """Mean of per-sample metrics over the split; `px_*` entries are per-pixel pools summarised by percentiles."""
     objective.eval()
     sums: dict[str, list] = {}
     for b in val_loader:
         for k, v in objective.metrics(to_device(b, engine.device)).items():
-            sums.setdefault(k, []).append(v.float().cpu())
+            sums.setdefault(k, []).append(v.float().flatten().cpu())
     objective.train()
-    return {k: float(torch.nanmean(torch.cat(v))) for k, v in sums.items()}
+    out = {}
+    for k, v in sums.items():
+        v = torch.cat(v)
+        if k.startswith("px_"):
+            name = k[3:]
+            out[f"{name}_mean"] = float(v.mean())
+            for q, val in zip(PERCENTILES, torch.quantile(v[:1_000_000], torch.tensor(PERCENTILES) / 100.0)):
+                out[f"{name}_p{q}" if q != 50 else f"{name}_median"] = float(val)
+        else:
+            out[k] = float(torch.nanmean(v))
+    return out
 
 
 def tensor_specs(objective: Objective, batch: dict) -> tuple[list[dict], list[dict]]:
@@ -158,7 +173,11 @@ def train_one(config_path: str, args) -> dict:
     val_ds = NetworkDataset(cfg.data.root, "val", cfg.network, seed=cfg.schedule.seed + 1)
     objective = Objective(cfg)
     ds_cfg = resolve_ds_config(ds_cfg, cfg, steps)
-    engine, _, _, _ = deepspeed.initialize(model=objective, model_parameters=objective.parameters(), config=ds_cfg)
+    engine, _, _, _ = deepspeed.initialize(model=objective, model_parameters=objective.generator_parameters(),
+                                           config=ds_cfg)
+    d_opt = None
+    if objective.disc is not None:   # the optional PatchGAN discriminator trains beside the engine, plain AdamW
+        d_opt = torch.optim.AdamW(objective.disc.parameters(), lr=cfg.loss.gan_lr, betas=(0.5, 0.999))
 
     step, best, since_best, epoch = 0, None, 0, 0
     if args.resume and (out / "ds").exists():
@@ -170,6 +189,7 @@ def train_one(config_path: str, args) -> dict:
     train_loader = loader(train_ds, cfg, True, cfg.schedule.seed)
     val_loader = loader(val_ds, cfg, False, cfg.schedule.seed)
     log_rows: list[dict] = []
+    tb = SummaryWriter(str(out / "tb")) if rank0 else None
     sign = 1 if cfg.metric_mode == "max" else -1
     t0 = time.time()
     val_every = min(cfg.schedule.val_every, steps)
@@ -193,16 +213,30 @@ def train_one(config_path: str, args) -> dict:
             loss, logs = engine(batch)
             engine.backward(loss)
             engine.step()
+            if d_opt is not None:
+                d_opt.zero_grad(set_to_none=True)     # drop the generator pass's gradients on D
+                d_loss = objective.discriminator_loss()
+                d_loss.backward()
+                d_opt.step()
+                logs["d_loss"] = d_loss.detach()
             step += 1
             if step % 10 == 0 or step == steps:
                 row = {"step": step, "loss": float(loss.detach()), "lr": engine.get_lr()[0],
                        **{k: float(v) for k, v in logs.items()}}
                 log_rows.append(row)
+                if tb:
+                    for k, v in row.items():
+                        if k != "step":
+                            tb.add_scalar(f"train/{k}", v, step)
                 progress.update(task, info=f"loss {float(loss.detach()):.4f}")
             progress.update(task, completed=step)
             if step % val_every == 0 or step == steps:
                 metrics = validate(engine, objective, val_loader)
                 log_rows.append({"step": step, **{f"val_{k}": v for k, v in metrics.items()}})
+                if tb:
+                    for k, v in metrics.items():
+                        tb.add_scalar(f"val/{k}", v, step)
+                    tb.flush()
                 improved = best is None or sign * metrics[cfg.metric] > sign * best["metrics"][cfg.metric]
                 if improved:
                     best, since_best = {"step": step, "metrics": metrics}, 0
@@ -229,9 +263,33 @@ def train_one(config_path: str, args) -> dict:
                     break
     wall = time.time() - t0
     if rank0:
+        tb.close()
+        plot_curves(out / "metrics.csv", out / "curves.png", cfg.metric)
         console.print(f"[bold]{cfg.network}[/]: best {cfg.metric}={best['metrics'][cfg.metric]:.4f} at step "
                       f"{best['step']} ({wall:.0f} s) -> {out}")
     return {"network": cfg.network, "best": best, "wall_s": wall}
+
+
+def plot_curves(csv_path: Path, png: Path, metric: str) -> None:
+    """Training loss and the selection metric against step, one PNG per network."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(csv.DictReader(csv_path.open())) if csv_path.exists() else []
+    train = [(int(r["step"]), float(r["loss"])) for r in rows if r.get("loss")]
+    val = [(int(r["step"]), float(r[f"val_{metric}"])) for r in rows if r.get(f"val_{metric}")]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
+    if train:
+        a.plot(*zip(*train))
+    a.set(title=f"{csv_path.parent.name}: training loss", xlabel="step", yscale="log")
+    if val:
+        b.plot(*zip(*val), marker="o")
+    b.set(title=f"validation {metric}", xlabel="step")
+    fig.tight_layout()
+    atomic_write(png, lambda p: fig.savefig(p, dpi=100, format="png"))
+    plt.close(fig)
 
 
 def _prune_checkpoints(ds_dir: Path, keep: str) -> None:

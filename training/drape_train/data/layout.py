@@ -13,6 +13,23 @@
 Synthetic pair k writes "{k:05d}_0" (garment A) and "{k:05d}_1" (garment B) of the same person. The pairs file
 lists both directions, "k_0 k_1" and "k_1 k_0": the person of the first wearing the cloth of the second, whose
 ground-truth try-on is image/<second>. Real VITON-HD ids ("00891_00") follow the same identity_suffix shape.
+
+Real VITON-HD / HR-VITON read unchanged: `train_pairs.txt` / `test_pairs.txt` at the root (paired lines
+"00891_00.jpg 00891_00.jpg" have their target, unpaired ones have none), cloth-mask as .jpg (thresholded at 128),
+`image-parse-v3` palette PNGs (or an older `image-parse` folder), OpenPose BODY_25 json, and no gt-warp/ or meta/
+(the garment mask then comes from the parse labels 5, 6, 7). Folders this reader does not use (openpose_img,
+image-densepose, agnostic-v3.2, image-parse-agnostic-v3.2) are ignored.
+
+With `recolor=True` every sample also becomes a recolor item in the garment-color-correction layout
+(`drape_train.data.readers.ItemDataset` reads it):
+
+    {root}/recolor/{split}/item_{id}/still.jpg           the still (cloth) of sample {id}
+    {root}/recolor/{split}/item_{id}/mask_still.png      0/255
+    {root}/recolor/{split}/item_{id}/on_model.jpg        the on-model photo with its garment colour degraded
+    {root}/recolor/{split}/item_{id}/mask_on_model.png   0/255, the visible garment
+    {root}/recolor/{split}/item_{id}/on_model_true.jpg   extra: the photo in its true colour (the target)
+    {root}/recolor/{split}/item_{id}/degradation.json    extra: mode, magnitude, params (replayable with
+                                                         degrade.apply), seed, measured Delta E 2000
 """
 from __future__ import annotations
 
@@ -28,11 +45,18 @@ import numpy as np
 from PIL import Image
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from .degrade import MODES as DEGRADE_MODES
+from .degrade import apply as apply_degradation
+from .degrade import sample_params
 from .synth import (FLOW_INVALID, GARMENT_LABELS, GENERATOR_VERSION, KEYPOINT_NAMES, LIP_LABELS, LIP_PALETTE,
                     NECK_LABEL, Sample, render_pair)
 
 SPLITS = ("train", "val", "test")
 FOLDERS = ("image", "cloth", "cloth-mask", "image-parse-v3", "openpose_json", "gt-warp", "meta")
+PARSE_FOLDERS = ("image-parse-v3", "image-parse")   # HR-VITON / VITON-HD, then the older VITON name
+RECOLOR_DIR = "recolor"
+RECOLOR_MAGNITUDE = (0.05, 0.35)
+RECOLOR_STREAM = 0x7EC0  # a third seed word: the degradation draws never overlap the renderer's streams
 READ_GARMENT_LABELS = (5, 6, 7)  # upper-clothes, dress, coat: what counts as "the garment" in real parses
 BODY25_TO_COCO18 = [0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18]
 
@@ -88,11 +112,44 @@ def write_sample(split_dir: Path, sid: str, s: Sample, extra_meta: dict | None =
     (split_dir / "meta" / f"{sid}.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
 
 
+def degradation_for(seed: int, j: int, magnitude=RECOLOR_MAGNITUDE) -> tuple[str, float, list[dict]]:
+    """The seeded degradation of sample j of pair `seed`: (mode, magnitude, steps). Any mode of degrade.MODES."""
+    rng = np.random.default_rng([seed, j, RECOLOR_STREAM])
+    mode = DEGRADE_MODES[int(rng.integers(len(DEGRADE_MODES)))]
+    m = float(rng.uniform(*magnitude))
+    return mode, m, sample_params(rng, mode, m)
+
+
+def write_recolor_item(item_dir: Path, s: Sample, mode: str, magnitude: float, steps: list[dict], info: dict):
+    """One recolor item: still + mask, degraded on-model + mask, the true on-model photo and degradation.json."""
+    from ..color import delta_e_2000, rgb_to_lab
+
+    item_dir.mkdir(parents=True, exist_ok=True)
+    degraded = apply_degradation(s.image, s.garment_mask, steps)
+    inside = s.garment_mask > 0
+    de = delta_e_2000(rgb_to_lab(degraded[inside]), rgb_to_lab(s.image[inside])) if inside.any() else np.zeros(1)
+    _imwrite(item_dir / "still.jpg", s.cloth, cv2.IMWRITE_JPEG_QUALITY, 95)
+    _imwrite(item_dir / "mask_still.png", s.cloth_mask)
+    _imwrite(item_dir / "on_model.jpg", degraded, cv2.IMWRITE_JPEG_QUALITY, 95)
+    _imwrite(item_dir / "mask_on_model.png", s.garment_mask)
+    _imwrite(item_dir / "on_model_true.jpg", s.image, cv2.IMWRITE_JPEG_QUALITY, 95)
+    record = {"mode": mode, "magnitude": round(magnitude, 6), "params": steps,
+              "delta_e00": {"mean": round(float(de.mean()), 4), "p95": round(float(np.percentile(de, 95)), 4)},
+              **info}
+    (item_dir / "degradation.json").write_text(json.dumps(record, indent=1, sort_keys=True))
+
+
 def _write_pair(task: tuple) -> int:
-    split_dir, k, seed, height, width = task
+    split_dir, k, seed, height, width, recolor = task
     a, b = render_pair(seed, height, width)
     for j, s in enumerate((a, b)):
-        write_sample(Path(split_dir), f"{k:05d}_{j}", s, {"pair": k, "pair_seed": seed})
+        sid = f"{k:05d}_{j}"
+        write_sample(Path(split_dir), sid, s, {"pair": k, "pair_seed": seed})
+        if recolor is not None:
+            mode, m, steps = degradation_for(seed, j, recolor["magnitude"])
+            item = Path(recolor["dir"]) / f"item_{sid}"
+            write_recolor_item(item, s, mode, m, steps, {"seed": [seed, j, RECOLOR_STREAM], "source_id": sid,
+                                                         "split": Path(split_dir).name})
     return k
 
 
@@ -113,6 +170,7 @@ def _clear_previous(root: Path):
         for split in SPLITS:
             for folder in FOLDERS:
                 shutil.rmtree(root / split / folder, ignore_errors=True)
+            shutil.rmtree(root / RECOLOR_DIR / split, ignore_errors=True)
             (root / f"{split}_pairs.txt").unlink(missing_ok=True)
     elif any((root / split).exists() for split in SPLITS):
         raise FileExistsError(f"{root} holds train/val/test folders but no dataset.json: not a synthetic dataset "
@@ -120,12 +178,17 @@ def _clear_previous(root: Path):
 
 
 def write_dataset(root, n_pairs: dict, seed: int = 0, height: int = 256, width: int = 192, workers: int = 1,
-                  progress: bool = True) -> dict:
+                  progress: bool = True, recolor: bool = False, magnitude: tuple = RECOLOR_MAGNITUDE) -> dict:
     """Render n_pairs[split] pairs per split into the VITON-HD layout under root; returns dataset.json's content.
 
+    recolor=True also writes every sample as a recolor item under root/recolor/<split>/ (module docstring), with a
+    seeded degradation: a mode drawn uniformly from degrade.MODES and a magnitude uniform in `magnitude`.
     Every file depends only on its pair seed, so the output is byte-identical for any worker count. dataset.json
     says "complete": false until the last file is written.
     """
+    lo, hi = (float(v) for v in magnitude)
+    if not 0 <= lo <= hi:
+        raise ValueError(f"magnitude range must satisfy 0 <= low <= high, got {magnitude}")
     root = Path(root)
     unknown = set(n_pairs) - set(SPLITS)
     if unknown:
@@ -140,6 +203,8 @@ def write_dataset(root, n_pairs: dict, seed: int = 0, height: int = 256, width: 
         "keypoints": {"format": "openpose-coco18", "names": list(KEYPOINT_NAMES)},
         "flow": {"convention": "grid_sample align_corners=False, x then y, person pixel -> cloth image",
                  "invalid": FLOW_INVALID},
+        "recolor": {"dir": RECOLOR_DIR, "layout": "recolor/<split>/item_<id>/", "modes": list(DEGRADE_MODES),
+                    "magnitude": [lo, hi]} if recolor else None,
     }
     root.mkdir(parents=True, exist_ok=True)
     (root / "dataset.json").write_text(json.dumps(info, indent=1))
@@ -150,7 +215,8 @@ def write_dataset(root, n_pairs: dict, seed: int = 0, height: int = 256, width: 
         for folder in FOLDERS:
             (split_dir / folder).mkdir(parents=True, exist_ok=True)
         (root / f"{split}_pairs.txt").write_text("".join(line + "\n" for line in pair_lines(n)))
-        tasks += [(str(split_dir), k, pair_seed(seed, split, k), height, width) for k in range(n)]
+        rec = {"dir": str(root / RECOLOR_DIR / split), "magnitude": (lo, hi)} if recolor else None
+        tasks += [(str(split_dir), k, pair_seed(seed, split, k), height, width, rec) for k in range(n)]
 
     columns = (TextColumn("[bold]synth[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeRemainingColumn())
@@ -191,11 +257,23 @@ def read_parse(path: Path) -> np.ndarray:
 
 
 def read_keypoints(path: Path) -> np.ndarray:
-    """[18,3] (x, y, confidence) from an OpenPose json; zeros when nobody was detected."""
-    people = json.loads(Path(path).read_text()).get("people", [])
+    """[18,3] (x, y, confidence) from an OpenPose json; zeros when nobody was detected.
+
+    Reads "pose_keypoints_2d" (OpenPose >= 1.2, VITON-HD) or "pose_keypoints" (older OpenPose, CP-VTON's VITON).
+    """
+    try:
+        people = json.loads(Path(path).read_text()).get("people", [])
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
     if not people:
         return np.zeros((18, 3), np.float32)
-    kp = np.asarray(people[0]["pose_keypoints_2d"], np.float32).reshape(-1, 3)
+    person = people[0]
+    values = person.get("pose_keypoints_2d", person.get("pose_keypoints"))
+    if values is None:
+        raise ValueError(f"{path}: people[0] has neither pose_keypoints_2d nor pose_keypoints")
+    if len(values) % 3:
+        raise ValueError(f"{path}: {len(values)} pose values is not a multiple of 3 (x, y, confidence)")
+    kp = np.asarray(values, np.float32).reshape(-1, 3)
     if len(kp) == 25:
         kp = kp[BODY25_TO_COCO18]
     if len(kp) != 18:
@@ -207,11 +285,28 @@ def _mask255(m: np.ndarray) -> np.ndarray:
     return m.astype(np.uint8) * 255
 
 
-def _rgb(path: Path) -> np.ndarray:
+def read_rgb(path: Path) -> np.ndarray:
+    """RGB uint8 [H,W,3]; OSError naming the file when it cannot be decoded."""
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if img is None:
         raise OSError(f"could not decode {path}")
     return np.ascontiguousarray(img[..., ::-1])
+
+
+def read_mask(path: Path) -> np.ndarray:
+    """uint8 0/255 [H,W] from a grey PNG or JPEG mask (JPEG noise thresholded at 128)."""
+    mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if mask is None:
+        raise OSError(f"could not decode {path}")
+    return _mask255(mask >= 128)
+
+
+def check_same_size(path: Path, got: np.ndarray, ref_path: Path, ref: np.ndarray):
+    """ValueError naming both files when an annotation's size differs from its image's."""
+    if got.shape[:2] != ref.shape[:2]:
+        raise ValueError(f"{path} is {got.shape[1]}x{got.shape[0]} but {ref_path} is {ref.shape[1]}x{ref.shape[0]} "
+                         f"(width x height): annotations must match their image")
+
 
 
 class VitonDataset:
@@ -249,30 +344,62 @@ class VitonDataset:
                                     f"for id {sid!r} of split {self.split!r}")
         return None
 
+    @property
+    def parse_folder(self) -> str:
+        """image-parse-v3 (HR-VITON, VITON-HD, synthetic) or, when only that exists, the older image-parse."""
+        for name in PARSE_FOLDERS:
+            if (self.dir / name).is_dir():
+                return name
+        return PARSE_FOLDERS[0]
+
+    FILES = {  # key -> (folder, accepted extensions, suffix after the id); folder None = parse_folder
+        "image": ("image", (".jpg", ".png"), ""),
+        "cloth": ("cloth", (".jpg", ".png"), ""),
+        "cloth_mask": ("cloth-mask", (".png", ".jpg"), ""),
+        "parse": (None, (".png",), ""),
+        "keypoints": ("openpose_json", (".json",), "_keypoints"),
+    }
+
+    def expected_path(self, key: str, sid: str) -> Path:
+        folder, exts, suffix = self.FILES[key]
+        return self.dir / (folder or self.parse_folder) / f"{sid}{suffix}{exts[0]}"
+
+    def paths(self, sid: str, strict: bool = True) -> dict:
+        """Paths of the files of one id. A missing required file raises FileNotFoundError naming it (strict) or
+        maps to None; the optional gt_warp and meta are None when absent."""
+        out = {key: self._find(folder or self.parse_folder, sid, exts, suffix, required=strict)
+               for key, (folder, exts, suffix) in self.FILES.items()}
+        out["gt_warp"] = self._find("gt-warp", sid, (".npz",), required=False)
+        out["meta"] = self._find("meta", sid, (".json",), required=False)
+        return out
+
     def load(self, sid: str) -> dict:
-        """All annotations of one id: image, cloth, cloth_mask, parse, keypoints, garment_mask (+ flow, meta)."""
+        """All annotations of one id: image, cloth, cloth_mask, parse, keypoints, garment_mask (+ flow, meta).
+
+        Raises FileNotFoundError naming a missing file, ValueError naming a parse map or mask whose size differs
+        from its image, OSError naming an undecodable file.
+        """
+        p = self.paths(sid)
         out = {
             "id": sid,
-            "image": _rgb(self._find("image", sid, (".jpg", ".png"))),
-            "cloth": _rgb(self._find("cloth", sid, (".jpg", ".png"))),
-            "parse": read_parse(self._find("image-parse-v3", sid, (".png",))),
-            "keypoints": read_keypoints(self._find("openpose_json", sid, (".json",), suffix="_keypoints")),
+            "image": read_rgb(p["image"]),
+            "cloth": read_rgb(p["cloth"]),
+            "parse": read_parse(p["parse"]),
+            "keypoints": read_keypoints(p["keypoints"]),
+            "cloth_mask": read_mask(p["cloth_mask"]),
         }
-        mask_path = self._find("cloth-mask", sid, (".png", ".jpg"))
-        mask = cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE)
-        if mask is None:
-            raise OSError(f"could not decode {mask_path}")
-        out["cloth_mask"] = _mask255(mask >= 128)
-        warp = self._find("gt-warp", sid, (".npz",), required=False)
+        check_same_size(p["parse"], out["parse"], p["image"], out["image"])
+        check_same_size(p["cloth_mask"], out["cloth_mask"], p["cloth"], out["cloth"])
+        warp = p["gt_warp"]
         if warp is not None:
             with np.load(warp) as z:
                 out["flow"] = z["flow"].astype(np.float32)
                 out["garment_mask"] = _mask255(z["garment_mask"] > 0)
+            check_same_size(warp, out["flow"], p["image"], out["image"])
         else:
             out["garment_mask"] = _mask255(np.isin(out["parse"], READ_GARMENT_LABELS))
-        meta = self._find("meta", sid, (".json",), required=False)
-        if meta is not None:
-            out["meta"] = json.loads(meta.read_text())
+        if p["meta"] is not None:
+            out["meta"] = json.loads(p["meta"].read_text())
         return out
 
     def target_for(self, person_id: str, cloth_id: str) -> str | None:

@@ -28,7 +28,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-GENERATOR_VERSION = "synth-1"
+GENERATOR_VERSION = "synth-2"
 
 LIP_LABELS = (
     "Background", "Hat", "Hair", "Glove", "Sunglasses", "Upper-clothes", "Dress", "Coat", "Socks", "Pants",
@@ -47,7 +47,9 @@ LEFT_ARM, RIGHT_ARM, LEFT_LEG, RIGHT_LEG, LEFT_SHOE, RIGHT_SHOE = 14, 15, 16, 17
 NECK_LABEL = FACE
 GARMENT_LABELS = (UPPER, DRESS)
 GARMENT_TYPES = ("t-shirt", "long-sleeve", "tank-top", "dress")
-TEXTURES = ("solid", "stripes", "checks", "dots")
+TEXTURES = ("solid", "stripes", "checks", "dots", "gradient")
+PRINTS = ("letters", "shapes", "badge")          # a chest graphic on some garments, over any texture
+BACKGROUNDS = ("flat", "gradient", "textured", "studio", "cluttered")
 FLOW_INVALID = -2.0  # outside [-1, 1]: grid_sample(padding_mode="zeros") reads 0 there
 
 KEYPOINT_NAMES = (
@@ -131,9 +133,9 @@ def _bezier(p0, p1, p2, n: int = 12) -> np.ndarray:
     return ((1 - t) ** 2 * p0 + 2 * (1 - t) * t * p1 + t ** 2 * p2).astype(np.float32)
 
 
-def _hsv_colour(rng, s_range=(0.35, 0.9), v_range=(0.3, 0.95)) -> np.ndarray:
+def _hsv_colour(rng, s_range=(0.35, 0.9), v_range=(0.3, 0.95), h_range=(0, 360)) -> np.ndarray:
     """Random RGB colour drawn in HSV so saturation/brightness stay in a plausible band."""
-    h = rng.uniform(0, 360)
+    h = rng.uniform(*h_range)
     s, v = rng.uniform(*s_range), rng.uniform(*v_range)
     hsv = np.array([[[h, s, v]]], np.float32)
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0] * 255.0
@@ -251,7 +253,7 @@ class Person:
     lower_rgb: np.ndarray
     shoe_rgb: np.ndarray
     sunglasses: bool
-    background: tuple          # (albedo [H,W,3] float32, shade [H,W] float32)
+    background: tuple          # (albedo [H,W,3] float32, shade [H,W] float32, kind: one of BACKGROUNDS)
     keypoints: np.ndarray
     pose: str                  # arm poses "right/left": down, front (forearm across the torso), out, hip
     shading_k: float           # depth of the cylinder shading
@@ -334,29 +336,132 @@ def _sample_person(rng: np.random.Generator, h: int, w: int) -> Person:
     return person
 
 
-def _background(rng, h, w, cx, ground, u):
-    """Studio backdrop: flat, gradient, soft noise or wall+floor, with a soft contact shadow at the feet."""
-    kind = rng.integers(4)
+def _background(rng, h, w, cx, ground, u) -> tuple[np.ndarray, np.ndarray, str]:
+    """Backdrop albedo, its shading (a soft contact shadow at the feet) and its kind (one of BACKGROUNDS).
+
+    Sizes are in body units, so the same scene renders at every resolution. Backgrounds are albedo only: the
+    parse stays Background (0) whatever is drawn here, and the person is painted over it.
+    """
+    kind = BACKGROUNDS[rng.integers(len(BACKGROUNDS))]
     base = np.clip(_hsv_colour(rng, (0.0, 0.25), (0.7, 0.98)), 0, 255)
     xx, yy = _grid(h, w)
-    if kind == 0:
+    if kind == "flat":
         img = np.broadcast_to(base, (h, w, 3)).astype(np.float32)
-    elif kind == 1:
-        other = base * rng.uniform(0.7, 0.92)
-        t = (yy / h)[..., None]
-        img = (base * (1 - t) + other * t).astype(np.float32)
-    elif kind == 2:
-        small = rng.normal(0, 1, (12, 9, 3)).astype(np.float32)  # fixed size: same scene at any resolution
-        noise = cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
-        img = np.clip(base + noise * rng.uniform(4, 12), 0, 255).astype(np.float32)
-    else:
+    elif kind == "gradient":
+        img = _gradient_backdrop(rng, base, xx, yy, h, w)
+    elif kind == "textured":
+        img = _textured_backdrop(rng, base, xx, yy, h, w, u)
+    else:  # "studio" (wall + floor) and "cluttered" (the same room with furniture in it)
         horizon = ground - rng.uniform(0.06, 0.14) * u
         floor = base * rng.uniform(0.72, 0.9)
         img = np.where((yy > horizon)[..., None], floor, base).astype(np.float32)
+        if kind == "cluttered":
+            _furnish(rng, img, horizon, cx, u)
+            sigma = 0.002 * u  # a little depth of field: the room is behind the focus plane
+            img = cv2.GaussianBlur(img, (0, 0), sigma) if sigma >= 0.5 else img
     shade = np.ones((h, w), np.float32)
     r = ((xx - cx) / (0.16 * u)) ** 2 + ((yy - ground + 0.012 * u) / (0.022 * u)) ** 2
     shade -= 0.3 * np.exp(-2.0 * r)
-    return img, shade
+    return img, shade, kind
+
+
+def _gradient_backdrop(rng, base, xx, yy, h, w) -> np.ndarray:
+    """Linear (any direction) or radial (vignette) blend from the base colour to a darker, slightly shifted one."""
+    other = np.clip(base * rng.uniform(0.6, 0.9) + rng.uniform(-12, 12, 3), 0, 255)
+    if rng.random() < 0.7:
+        a = np.radians(rng.uniform(0, 360))
+        proj = (xx - w / 2) * np.float32(np.cos(a)) + (yy - h / 2) * np.float32(np.sin(a))
+        t = proj / np.float32(abs(np.cos(a)) * w / 2 + abs(np.sin(a)) * h / 2) * 0.5 + 0.5
+    else:
+        t = np.hypot((xx - w / 2) / (w / 2), (yy - h / 2) / (h / 2)) / np.float32(np.sqrt(2))
+    t = np.clip(t, 0, 1)[..., None]
+    return (base * (1 - t) + other * t).astype(np.float32)
+
+
+def _textured_backdrop(rng, base, xx, yy, h, w, u) -> np.ndarray:
+    """Soft blotches (fixed-size noise, so the same at every resolution) plus a faint wallpaper motif."""
+    small = rng.normal(0, 1, (12, 9, 1)) + rng.normal(0, 0.25, (12, 9, 3))  # mostly lightness, a little tint
+    img = base + cv2.resize(small.astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC) * rng.uniform(4, 12)
+    motif, period = rng.integers(3), rng.uniform(0.03, 0.08) * u
+    contrast = np.float32(rng.uniform(0.04, 0.1))
+    if motif == 1:      # wallpaper stripes
+        on = (xx / period) % 1.0 < 0.5
+    elif motif == 2:    # tiles: thin grout lines
+        on = ((xx / period) % 1.0 < 0.08) | ((yy / period) % 1.0 < 0.08)
+    else:               # diamonds
+        on = (((xx + yy) / period) % 1.0 < 0.5) ^ (((xx - yy) / period) % 1.0 < 0.5)
+    img = img * (1 - contrast * on[..., None])
+    return np.clip(img, 0, 255).astype(np.float32)
+
+
+FURNITURE = ("cabinet", "shelf", "frame", "plant", "lamp", "window", "table")
+
+
+def _furnish(rng, img: np.ndarray, horizon: float, cx: float, u: float):
+    """Draw 3-6 seeded furniture-like blocks into img in place: on the floor line or hung on the wall."""
+    h, w = img.shape[:2]
+    for _ in range(int(rng.integers(3, 7))):
+        kind = FURNITURE[rng.integers(len(FURNITURE))]
+        x = rng.uniform(-0.1, 1.1) * w
+        col = np.clip(_hsv_colour(rng, (0.05, 0.5), (0.2, 0.85)), 0, 255)
+        dark = tuple(float(v) for v in col * 0.7)
+        c = tuple(float(v) for v in col)
+        floor = horizon + rng.uniform(0.0, 0.04) * u         # where its feet stand
+        if kind in ("cabinet", "shelf"):
+            bw, bh = rng.uniform(0.12, 0.3) * u, rng.uniform(0.2, 0.55) * u
+            _rect(img, x, floor - bh, x + bw, floor, c)
+            _rect(img, x + bw, floor - bh + 0.02 * u, x + bw + 0.03 * u, floor, dark)    # side face
+            for k in range(1, int(rng.integers(2, 5))):
+                yk = floor - bh * k / 4
+                _rect(img, x + 0.01 * u, yk - 0.006 * u, x + bw - 0.01 * u, yk, dark)    # shelves / drawers
+        elif kind == "frame":
+            fw, fh = rng.uniform(0.08, 0.2) * u, rng.uniform(0.08, 0.2) * u
+            y0 = horizon - rng.uniform(0.35, 0.7) * u
+            _rect(img, x, y0, x + fw, y0 + fh, dark)
+            art = tuple(float(v) for v in np.clip(_hsv_colour(rng, (0.2, 0.9), (0.4, 1.0)), 0, 255))
+            _rect(img, x + 0.012 * u, y0 + 0.012 * u, x + fw - 0.012 * u, y0 + fh - 0.012 * u, art)
+        elif kind == "plant":
+            pw = rng.uniform(0.04, 0.07) * u
+            pot = np.array([(x - pw, floor - 1.4 * pw), (x + pw, floor - 1.4 * pw), (x + 0.7 * pw, floor),
+                            (x - 0.7 * pw, floor)])
+            _poly(img, pot, c)
+            leaf = tuple(float(v) for v in _hsv_colour(rng, (0.4, 0.8), (0.25, 0.6), (80, 150)))
+            for _ in range(int(rng.integers(3, 7))):
+                lc = (x + rng.uniform(-2, 2) * pw, floor - 1.4 * pw - rng.uniform(0.5, 3) * pw)
+                _ellipse(img, lc, (rng.uniform(0.5, 1.3) * pw, rng.uniform(0.3, 0.7) * pw), rng.uniform(0, 180), leaf)
+        elif kind == "lamp":
+            lh = rng.uniform(0.45, 0.75) * u
+            _rect(img, x - 0.005 * u, floor - lh, x + 0.005 * u, floor, dark)
+            _rect(img, x - 0.04 * u, floor - 0.01 * u, x + 0.04 * u, floor, dark)
+            top = floor - lh
+            _poly(img, np.array([(x - 0.03 * u, top - 0.06 * u), (x + 0.03 * u, top - 0.06 * u),
+                                 (x + 0.06 * u, top + 0.01 * u), (x - 0.06 * u, top + 0.01 * u)]),
+                  tuple(float(v) for v in np.clip(col * 1.3 + 40, 0, 255)))
+        elif kind == "window":
+            ww, wh = rng.uniform(0.15, 0.3) * u, rng.uniform(0.2, 0.4) * u
+            y0 = horizon - rng.uniform(0.45, 0.8) * u
+            _rect(img, x, y0, x + ww, y0 + wh, (235.0, 240.0, 245.0))
+            _rect(img, x + ww / 2 - 0.006 * u, y0, x + ww / 2 + 0.006 * u, y0 + wh, dark)
+            _rect(img, x, y0 + wh / 2 - 0.006 * u, x + ww, y0 + wh / 2 + 0.006 * u, dark)
+        else:  # table
+            tw, th = rng.uniform(0.15, 0.3) * u, rng.uniform(0.15, 0.25) * u
+            _rect(img, x, floor - th, x + tw, floor - th + 0.02 * u, c)
+            for lx in (x + 0.01 * u, x + tw - 0.025 * u):
+                _rect(img, lx, floor - th, lx + 0.015 * u, floor, dark)
+
+
+def _rect(img, x0, y0, x1, y1, colour):
+    _poly(img, np.array([(x0, y0), (x1, y0), (x1, y1), (x0, y1)]), colour)
+
+
+def _poly(img, pts, colour):
+    cv2.fillPoly(img, [np.round(np.asarray(pts) * 16).astype(np.int32)], colour, cv2.LINE_8, shift=4)
+
+
+def _ellipse(img, centre, axes, angle, colour):
+    c = (int(round(centre[0] * 16)), int(round(centre[1] * 16)))
+    a = (max(int(round(axes[0] * 16)), 1), max(int(round(axes[1] * 16)), 1))
+    cv2.ellipse(img, c, a, angle, 0, 360, colour, -1, cv2.LINE_8, shift=4)
 
 
 def _keypoints(p: Person, rng) -> np.ndarray:
@@ -385,10 +490,14 @@ class Garment:
     pts: dict                  # named template control points, body units
     polys: dict                # part -> polygon (body units): "front", "back" (inside of neck), "sleeve_R", ...
     neckline: np.ndarray       # front neckline polyline (body units), gets a darker band
-    texture: str
+    texture: str               # one of TEXTURES
     rgb: np.ndarray            # main colour
-    rgb2: np.ndarray           # pattern colour
+    rgb2: np.ndarray           # pattern colour (the far end of a gradient)
     tex_params: dict
+    print_kind: str            # "none" or one of PRINTS
+    print_params: dict         # box (template units), text, shapes, font
+    rgb3: np.ndarray           # print colour
+    folds: np.ndarray          # [N, 6] fold streaks x0, y0, x1, y1, width, depth (template units); on-body only
     sleeve_len: float          # fraction of the arm chain covered by a sleeve (0 = sleeveless)
     ease: float                # on-body width / body width
     hem_y: float               # on-body hem height relative to the hip, body units
@@ -470,10 +579,84 @@ def _sample_garment(rng, lower: str, kind: str | None = None) -> Garment:
     if np.abs(rgb2 - rgb).sum() < 120:  # a pattern must be visible
         rgb2 = np.where(rgb.mean() > 128, rgb * 0.35, np.minimum(rgb + 150, 255))
     tex = {"period": rng.uniform(0.018, 0.05), "duty": rng.uniform(0.3, 0.55), "angle": rng.choice([0, 90, 45, -45]),
-           "dot": rng.uniform(0.2, 0.38)}
+           "dot": rng.uniform(0.2, 0.38), "gradient_angle": rng.uniform(0, 360)}
+    ease = rng.uniform(1.05, 1.16)
+    print_kind, print_params = ("none", {})
+    if rng.random() < 0.35:
+        print_kind, print_params = _sample_print(rng, pts, w)
+    rgb3 = _hsv_colour(rng, (0.0, 0.9), (0.1, 1.0))
+    if np.abs(rgb3 - rgb).sum() < 150:
+        rgb3 = np.full(3, 245.0 if rgb.mean() < 128 else 20.0, np.float32)
     return Garment(kind=kind, label=DRESS if kind == "dress" else UPPER, pts=pts, polys=polys, neckline=neckline,
                    texture=texture, rgb=rgb.astype(np.float32), rgb2=np.asarray(rgb2, np.float32), tex_params=tex,
-                   sleeve_len=sleeve_len, ease=rng.uniform(1.05, 1.16), hem_y=hem_y, flare=flare)
+                   print_kind=print_kind, print_params=print_params, rgb3=np.asarray(rgb3, np.float32),
+                   folds=_sample_folds(rng, pts, w, length), sleeve_len=sleeve_len, ease=ease, hem_y=hem_y,
+                   flare=flare)
+
+
+PRINT_GLYPHS = "ABCDEFGHJKLMNPRSTUVWXYZ23456789"
+PRINT_FONTS = (cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_DUPLEX, cv2.FONT_HERSHEY_TRIPLEX, cv2.FONT_HERSHEY_COMPLEX)
+PRINT_SHAPES = ("circle", "triangle", "star", "diamond", "bars")
+
+
+def _sample_print(rng, pts: dict, w: float) -> tuple[str, dict]:
+    """A chest graphic: a box (template units) below the neckline, and what goes in it.
+
+    letters: 2-5 glyphs; shapes: 1-3 simple shapes side by side; badge: a filled plate with 1-3 glyphs knocked
+    out. One in three is a small left-chest logo, the rest a centred chest print.
+    """
+    kind = PRINTS[rng.integers(len(PRINTS))]
+    small = rng.random() < 0.33
+    bw = w * (rng.uniform(0.3, 0.45) if small else rng.uniform(0.8, 1.3))
+    bh = bw * (rng.uniform(0.6, 0.9) if small else rng.uniform(0.3, 0.55))
+    cx = w * 0.5 if small else w * rng.uniform(-0.1, 0.1)      # the wearer's left chest is the image right
+    cy = pts["neck_c"][1] + 0.02 + bh / 2 + rng.uniform(0.0, 0.03)
+    n = int(rng.integers(1, 4)) if kind != "letters" else int(rng.integers(2, 6))
+    params = {"box": [float(cx - bw / 2), float(cy - bh / 2), float(cx + bw / 2), float(cy + bh / 2)],
+              "text": "".join(PRINT_GLYPHS[i] for i in rng.integers(len(PRINT_GLYPHS), size=n)),
+              "font": int(rng.integers(len(PRINT_FONTS))),
+              "shapes": [PRINT_SHAPES[i] for i in rng.integers(len(PRINT_SHAPES), size=n)],
+              "ellipse": bool(rng.random() < 0.5)}
+    return kind, params
+
+
+def _sample_folds(rng, pts: dict, w: float, length: float) -> np.ndarray:
+    """2-4 soft fold streaks in template units: drag lines from an armpit, vertical drapes, bunching at the hem."""
+    armpit = float(pts["armpit"][1])
+    folds = []
+    for _ in range(int(rng.integers(2, 5))):
+        kind = rng.integers(3)
+        if kind == 0:
+            side = rng.choice([-1.0, 1.0])
+            x0, y0 = side * w * rng.uniform(0.7, 0.95), armpit + rng.uniform(0.0, 0.03)
+            a, n = np.radians(rng.uniform(25, 60)), rng.uniform(0.06, 0.14)
+            x1, y1 = x0 - side * n * np.sin(a), y0 + n * np.cos(a)
+        elif kind == 1:
+            x0, y0 = w * rng.uniform(-0.7, 0.7), rng.uniform(armpit, max(armpit, 0.6 * length))
+            a, n = np.radians(rng.uniform(-12, 12)), rng.uniform(0.22, 0.7) * length
+            x1, y1 = x0 + n * np.sin(a), y0 + n * np.cos(a)
+        else:
+            x0, y0 = w * rng.uniform(-0.7, 0.3), length - rng.uniform(0.02, 0.08)
+            a, n = np.radians(rng.uniform(-12, 12)), rng.uniform(0.04, 0.1)
+            x1, y1 = x0 + n * np.cos(a), y0 + n * np.sin(a)
+        folds.append((x0, y0, x1, y1, rng.uniform(0.005, 0.013), rng.uniform(0.06, 0.18)))
+    return np.array(folds, np.float32)
+
+
+def fold_shading(folds: np.ndarray, tx: np.ndarray, ty: np.ndarray) -> np.ndarray:
+    """Multiplicative shading (<= 1) of fold streaks at template coordinates (tx, ty).
+
+    Each streak darkens by depth * exp(-(d / width)^2) at distance d from its segment, tapered to 0 at both ends
+    (sin profile along it), so folds fade in and out instead of ending in a blunt cap.
+    """
+    out = np.ones(tx.shape, np.float32)
+    for x0, y0, x1, y1, width, depth in folds:
+        dx, dy = x1 - x0, y1 - y0
+        rx, ry = tx - x0, ty - y0
+        t = np.clip((rx * dx + ry * dy) / (dx * dx + dy * dy), 0.0, 1.0)
+        d2 = (rx - t * dx) ** 2 + (ry - t * dy) ** 2
+        out *= 1.0 - depth * np.sin(np.pi * t) * np.exp(-d2 / (width * width))
+    return out
 
 
 def _garments_differ(a: Garment, b: Garment) -> bool:
@@ -507,7 +690,7 @@ def _pattern(g: Garment, h: int, w: int, scale: float) -> np.ndarray:
     x = np.arange(w, dtype=np.float32)[None, :]
     y = np.arange(h, dtype=np.float32)[:, None]
     t, period = g.tex_params, g.tex_params["period"] * scale
-    if g.texture == "solid":
+    if g.texture in ("solid", "gradient"):
         return np.zeros((h, w), np.uint8)
     if g.texture == "stripes":
         a = np.radians(t["angle"])
@@ -522,11 +705,66 @@ def _pattern(g: Garment, h: int, w: int, scale: float) -> np.ndarray:
     return np.broadcast_to(on, (h, w)).view(np.uint8)
 
 
+def _gradient_weight(g: Garment, h: int, w: int, px) -> np.ndarray:
+    """float32 [H,W,1] in [0,1]: position along the gradient direction across the garment's template extent."""
+    a = np.radians(g.tex_params["gradient_angle"])
+    d = np.array([np.cos(a), np.sin(a)], np.float32)
+    proj = px(np.concatenate(list(g.polys.values()))) @ d
+    x = np.arange(w, dtype=np.float32)[None, :] * d[0]
+    y = np.arange(h, dtype=np.float32)[:, None] * d[1]
+    t = np.clip((x + y - proj.min()) / max(float(proj.max() - proj.min()), 1e-6), 0.0, 1.0)
+    return (t * t * (3 - 2 * t))[..., None]  # smoothstep: flat ends, like dip-dyed fabric
+
+
+def _print_mask(g: Garment, h: int, w: int, px) -> np.ndarray:
+    """bool [H,W]: the chest print (before clipping to the front panel), drawn at the still's resolution."""
+    out = np.zeros((h, w), np.uint8)
+    if g.print_kind == "none":
+        return out.view(bool)
+    pp = g.print_params
+    (x0, y0), (x1, y1) = px(np.array(pp["box"], np.float32).reshape(2, 2))
+    bw, bh = x1 - x0, y1 - y0
+    if g.print_kind == "shapes":
+        n = len(pp["shapes"])
+        r = min(bw / n, bh) * 0.42
+        for k, shape in enumerate(pp["shapes"]):
+            c = np.array([x0 + bw * (k + 0.5) / n, y0 + bh / 2], np.float32)
+            if shape == "circle":
+                _ellipse(out, c, (r, r), 0, 1)
+                continue
+            if shape == "bars":
+                for j in (-1, 0, 1):
+                    _poly(out, c + np.array([(-r, j * 0.6 * r - 0.18 * r), (r, j * 0.6 * r - 0.18 * r),
+                                             (r, j * 0.6 * r + 0.18 * r), (-r, j * 0.6 * r + 0.18 * r)]), 1)
+                continue
+            n_pts, inner = {"triangle": (3, 1.0), "diamond": (4, 1.0), "star": (10, 0.45)}[shape]
+            ang = np.pi * (np.arange(n_pts) * 2 / n_pts - 0.5)
+            rad = np.where(np.arange(n_pts) % 2 == 1, r * inner, r) if shape == "star" else r
+            _poly(out, c + np.stack([np.cos(ang), np.sin(ang)], 1) * np.asarray(rad)[..., None], 1)
+        return out.view(bool)
+    font = PRINT_FONTS[pp["font"]]
+    text = pp["text"]
+    if g.print_kind == "badge":
+        if pp["ellipse"]:
+            _ellipse(out, ((x0 + x1) / 2, (y0 + y1) / 2), (bw / 2, bh / 2), 0, 1)
+        else:
+            _rect(out, x0, y0, x1, y1, 1)
+        x0, y0, bw, bh = x0 + 0.18 * bw, y0 + 0.2 * bh, 0.64 * bw, 0.6 * bh
+    (tw, th), _ = cv2.getTextSize(text, font, 1.0, 1)
+    fs = min(bw / tw, bh / th)
+    thick = max(1, int(round(fs * 1.5)))
+    (tw, th), _ = cv2.getTextSize(text, font, fs, thick)
+    org = (int(round(x0 + (bw - tw) / 2)), int(round(y0 + (bh + th) / 2)))
+    cv2.putText(out, text, org, font, fs, 0 if g.print_kind == "badge" else 1, thick, cv2.LINE_8)
+    return out.view(bool)
+
+
 def _render_cloth(g: Garment, h: int, w: int, rng) -> Cloth:
     """Garment laid flat, centred on a light backdrop, ~85% of the frame like catalogue stills.
 
-    Colours come from a small palette indexed per pixel (pattern, inside of the back, neckline band, backdrop),
-    so the still and the halo-free albedo are one gather each.
+    fabric (main / pattern colour, or a gradient between them) x tone (the inside of the back seen through the
+    neck, a neckline band), then the chest print on the front panel. `albedo` continues the fabric past the
+    outline so on-body sampling near the edges never mixes in the backdrop.
     """
     allp = np.concatenate(list(g.polys.values()))
     lo, hi = allp.min(0), allp.max(0)
@@ -541,15 +779,22 @@ def _render_cloth(g: Garment, h: int, w: int, rng) -> Cloth:
     trim = np.zeros((h, w), np.uint8)
     cv2.polylines(trim, [np.round(px(g.neckline) * 16).astype(np.int32)], False, 1,
                   max(1, int(round(0.006 * h))), cv2.LINE_8, shift=4)
-    idx = _pattern(g, h, w, scale).copy()                 # 0 main colour, 1 pattern colour
-    idx[masks["back"] & ~masks["front"]] += 2              # 2, 3: the inside of the back, seen through the neck
-    idx[trim.view(bool) & masks["front"]] += 4             # 4, 5: a neckline band
-    bg = np.clip(rng.uniform(236, 252) + rng.uniform(-3, 3, 3), 0, 255)
-    palette = np.array([g.rgb, g.rgb2, g.rgb * 0.62, g.rgb2 * 0.62, g.rgb * 0.82, g.rgb2 * 0.82, bg], np.float32)
-    albedo = palette[idx]
-    idx[~mask] = 6
+    if g.texture == "gradient":
+        fabric = g.rgb + _gradient_weight(g, h, w, px) * (g.rgb2 - g.rgb)
+    else:
+        fabric = np.stack([g.rgb, g.rgb2])[_pattern(g, h, w, scale)]
+    tone_idx = np.zeros((h, w), np.uint8)
+    inside_back = masks["back"] & ~masks["front"]
+    tone_idx[inside_back] = 1
+    tone_idx[trim.view(bool) & masks["front"]] = 2
+    albedo = fabric * np.array([1.0, 0.62, 0.82], np.float32)[tone_idx][..., None]
+    logo = _print_mask(g, h, w, px) & masks["front"] & ~inside_back
+    albedo[logo] = g.rgb3 * np.array([1.0, 0.62, 0.82], np.float32)[tone_idx[logo]][:, None]
+    bg = np.clip(rng.uniform(236, 252) + rng.uniform(-3, 3, 3), 0, 255).astype(np.float32)
+    image = albedo.copy()
+    image[~mask] = bg
     parts = {k: masks[k].astype(np.float32) for k in PARTS if k in masks}
-    return Cloth(image=palette[idx], mask=mask.astype(np.uint8) * 255, albedo=albedo, parts=parts, origin=origin,
+    return Cloth(image=image, mask=mask.astype(np.uint8) * 255, albedo=albedo, parts=parts, origin=origin,
                  scale=scale)
 
 
@@ -625,6 +870,11 @@ class _Canvas:
         self.albedo, self.shade = albedo.copy(), shade.copy()
         self.parse = np.zeros((h, w), np.uint8)
         self.src = np.full((h, w, 2), -1.0, np.float32)
+
+    def copy(self) -> "_Canvas":
+        out = object.__new__(_Canvas)
+        out.albedo, out.shade, out.parse, out.src = (a.copy() for a in (self.albedo, self.shade, self.parse, self.src))
+        return out
 
     def paint(self, box, mask, label, rgb, shade=1.0, src=None):
         y0, y1, x0, x1 = box
@@ -736,7 +986,8 @@ def _paint_torso_skin(cv: _Canvas, p: Person):
 def _paint_garment_torso(cv: _Canvas, p: Person, g: Garment, cloth: Cloth):
     """Torso part: TPS from body control points to template control points, sampled with cv2.remap.
 
-    The torso is shaded like a cylinder as wide as the garment at each height (darker towards the sides).
+    The torso is shaded like a cylinder as wide as the garment at each height (darker towards the sides), times
+    the garment's fold streaks, evaluated in template coordinates so they move with the fabric.
     """
     names, body = _body_points(g, p)
     tmpl = cloth.px(_template_points(g, names))
@@ -750,6 +1001,8 @@ def _paint_garment_torso(cv: _Canvas, p: Person, g: Garment, cloth: Cloth):
     keep = hws > 0
     garment_hw = lambda yv: np.interp(yv, rows[keep], hws[keep])  # noqa: E731
     shade = _torso_shade(p, box, p.shading_k, hw_fn=garment_hw)
+    if len(g.folds):
+        shade = shade * fold_shading(g.folds, (mx - cloth.origin[0]) / cloth.scale, (my - cloth.origin[1]) / cloth.scale)
     cv.paint(box, vis, g.label, rgb, shade, np.stack([mx, my], -1))
 
 
@@ -863,12 +1116,19 @@ def _paint_head(cv: _Canvas, p: Person, layer: str):
 
 # ----------------------------------------------------------------------------------------------- public API
 
-def _render(p: Person, g: Garment, cloth: Cloth, seed: int, role: str) -> Sample:
-    """Paint back to front; the flow is the cloth coordinate of whatever garment part ended up on top."""
-    cv = _Canvas(*p.background)
+def _underlayers(p: Person) -> _Canvas:
+    """Everything behind the garment (backdrop, back hair, bare torso, lower body): the same for A and B."""
+    cv = _Canvas(*p.background[:2])
     _paint_head(cv, p, "back")
     _paint_torso_skin(cv, p)
     _paint_lower(cv, p)
+    return cv
+
+
+def _render(p: Person, g: Garment, cloth: Cloth, seed: int, role: str, under: _Canvas) -> Sample:
+    """Paint back to front over a copy of the shared under-layers; the flow is the cloth coordinate of whatever
+    garment part ended up on top."""
+    cv = under.copy()
     _paint_garment_torso(cv, p, g, cloth)
     _paint_arms(cv, p, g, cloth)
     _paint_head(cv, p, "strands")
@@ -881,7 +1141,9 @@ def _render(p: Person, g: Garment, cloth: Cloth, seed: int, role: str) -> Sample
     flow[garment] = (2.0 * cv.src[garment] + 1.0) / np.array([w, h], np.float32) - 1.0
     rgb = tuple(int(v) for v in np.round(g.rgb))
     meta = {"seed": int(seed), "role": role, "garment_type": g.kind, "texture": g.texture, "garment_rgb": list(rgb),
-            "pattern_rgb": [int(v) for v in np.round(g.rgb2)], "lower": p.lower, "hair": p.hair, "pose": p.pose,
+            "pattern_rgb": [int(v) for v in np.round(g.rgb2)], "print": g.print_kind,
+            "print_text": g.print_params.get("text", "") if g.print_kind in ("letters", "badge") else "",
+            "folds": len(g.folds), "background": p.background[2], "lower": p.lower, "hair": p.hair, "pose": p.pose,
             "generator": GENERATOR_VERSION}
     return Sample(image=image, parse=cv.parse, cloth=np.clip(cloth.image + 0.5, 0, 255).astype(np.uint8),
                   cloth_mask=cloth.mask, garment_mask=garment.astype(np.uint8) * 255, flow=flow,
@@ -903,7 +1165,8 @@ def render_pair(seed: int, height: int = 256, width: int = 192) -> tuple[Sample,
         if _garments_differ(ga, gb):
             break
     ca, cb = _render_cloth(ga, height, width, rc), _render_cloth(gb, height, width, rc)
-    return _render(person, ga, ca, seed, "A"), _render(person, gb, cb, seed, "B")
+    under = _underlayers(person)
+    return _render(person, ga, ca, seed, "A", under), _render(person, gb, cb, seed, "B", under)
 
 
 def colorize_parse(parse: np.ndarray) -> np.ndarray:

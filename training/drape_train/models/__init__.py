@@ -13,9 +13,9 @@ NETWORKS = ("garment_seg", "human_parsing", "gmm", "tom", "recolor")
 
 def build(name: str, widths: list[int], height: int, width: int, **kw) -> nn.Module:
     if name == "garment_seg":
-        return GarmentSegNet(widths, **kw)
+        return GarmentSegNet(widths, height, width, **kw)
     if name == "human_parsing":
-        return HumanParsingNet(widths, **kw)
+        return HumanParsingNet(widths, height, width, **kw)
     if name == "gmm":
         return GMM(widths, height, width, **kw)
     if name == "tom":

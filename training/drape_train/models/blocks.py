@@ -32,15 +32,36 @@ class Down(nn.Sequential):
         )
 
 
-class Up(nn.Module):
-    """Bilinear 2x upsample, concatenate the skip, ConvBlock."""
+class AttentionGate(nn.Module):
+    """Additive attention gate on a skip connection (Attention U-Net, Oktay et al. 2018).
 
-    def __init__(self, cin: int, cskip: int, cout: int):
+    The coarser decoder feature decides which skip pixels pass: background clutter is suppressed before the
+    concatenation, which matters on busy backgrounds.
+    """
+
+    def __init__(self, cskip: int, cgate: int, cinter: int):
         super().__init__()
+        self.theta = nn.Conv2d(cskip, cinter, 1, bias=False)
+        self.phi = nn.Conv2d(cgate, cinter, 1)
+        self.psi = nn.Conv2d(cinter, 1, 1)
+
+    def forward(self, skip: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+        a = torch.relu(self.theta(skip) + self.phi(gate))
+        return skip * torch.sigmoid(self.psi(a))
+
+
+class Up(nn.Module):
+    """Bilinear 2x upsample, (optionally gate the skip), concatenate the skip, ConvBlock."""
+
+    def __init__(self, cin: int, cskip: int, cout: int, gate: bool = False):
+        super().__init__()
+        self.gate = AttentionGate(cskip, cin, max(cskip // 2, 4)) if gate else None
         self.block = ConvBlock(cin + cskip, cout)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+        if self.gate is not None:
+            skip = self.gate(skip, x)
         return self.block(torch.cat([x, skip], dim=1))
 
 
@@ -66,10 +87,10 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     """U-Net decoder over an Encoder's pyramid; `bottleneck` may replace the coarsest feature."""
 
-    def __init__(self, widths: list[int], cout: int):
+    def __init__(self, widths: list[int], cout: int, gates: bool = False):
         super().__init__()
         rev = widths[::-1]
-        self.ups = nn.ModuleList(Up(a, s, s) for a, s in zip(rev[:-1], rev[1:]))
+        self.ups = nn.ModuleList(Up(a, s, s, gates) for a, s in zip(rev[:-1], rev[1:]))
         self.head = nn.Conv2d(widths[0], cout, 1)
 
     def forward(self, feats: list[torch.Tensor], bottleneck: torch.Tensor | None = None) -> torch.Tensor:
@@ -80,14 +101,20 @@ class Decoder(nn.Module):
 
 
 class UNet(nn.Module):
-    def __init__(self, cin: int, cout: int, widths: list[int], stem_stride: int = 1):
+    """U-Net; with `attention` (needs the bottleneck size h x w) the skips are gated and the bottleneck runs
+    global self-attention with 2D positions, so a pixel's label can depend on the whole figure."""
+
+    def __init__(self, cin: int, cout: int, widths: list[int], stem_stride: int = 1,
+                 attention: tuple[int, int] | None = None, heads: int = 4):
         super().__init__()
         self.stem_stride = stem_stride
         self.encoder = Encoder(cin, widths, stem_stride)
-        self.decoder = Decoder(widths, cout)
+        self.decoder = Decoder(widths, cout, gates=attention is not None)
+        self.attn = CrossAttention(widths[-1], heads, *attention) if attention is not None else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.decoder(self.encoder(x))
+        feats = self.encoder(x)
+        y = self.decoder(feats, None if self.attn is None else self.attn(feats[-1], feats[-1]))
         if self.stem_stride != 1:
             y = F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
         return y

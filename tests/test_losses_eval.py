@@ -1,0 +1,96 @@
+"""Losses (VGG perceptual/style by path, PatchGAN, segmentation options) and the evaluation baselines."""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from drape_train.config import load_config
+from drape_train.data.synth import render_pair
+from drape_train.evaluate import bbox_affine_warp, reinhard, seg_baseline, torso_box
+from drape_train.losses import boundary_loss, focal_loss, tversky_loss, vgg19_features
+from drape_train.objectives import Objective, delta_e2000, seg_metrics
+
+
+def _tom_batch(b=2, h=256, w=192):
+    return {"person": torch.rand(b, 3, h, w), "parse": torch.randint(0, 20, (b, h, w)),
+            "warped_garment": torch.rand(b, 3, h, w), "warped_mask": (torch.rand(b, 1, h, w) > 0.5).float(),
+            "target": torch.rand(b, 3, h, w)}
+
+
+def test_perceptual_is_disabled_with_a_log_line_without_weights(caplog):
+    cfg, _ = load_config("training/configs/tom.yaml")
+    cfg.loss.perceptual, cfg.loss.vgg19_weights = 1.0, "/nonexistent/vgg19.pth"
+    with caplog.at_level(logging.WARNING, logger="drape_train"):
+        obj = Objective(cfg)
+    assert obj._vgg is None and "perceptual/style losses disabled" in caplog.text
+    _, logs = obj(_tom_batch())
+    assert "perceptual" not in logs
+
+
+def test_perceptual_style_and_gan_train_with_user_weights(tmp_path):
+    path = tmp_path / "vgg19.pth"
+    torch.manual_seed(0)
+    torch.save({f"features.{k}": v for k, v in vgg19_features().state_dict().items()}, path)
+    cfg, _ = load_config("training/configs/tom.yaml")
+    cfg.loss.perceptual, cfg.loss.style, cfg.loss.gan, cfg.loss.vgg19_weights = 1.0, 1.0, 0.1, str(path)
+    obj = Objective(cfg)
+    b = _tom_batch()
+    loss, logs = obj(b)
+    assert {"perceptual", "style", "adv"} <= set(logs) and float(logs["perceptual"]) > 0
+    loss.backward()
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in obj.net.parameters())
+    gen = {id(p) for p in obj.generator_parameters()}
+    assert not any(id(p) in gen for p in obj.disc.parameters()), "D must not be in the engine's optimizer"
+    d = obj.discriminator_loss()
+    d.backward()
+    assert obj.disc.net[0].weight.grad is not None
+
+
+def test_segmentation_losses_are_zero_for_perfect_and_positive_for_wrong_masks():
+    t = torch.zeros(1, 1, 32, 32)
+    t[..., 8:24, 8:24] = 1
+    assert float(tversky_loss(t, t)) < 1e-6 and float(boundary_loss(t, t)) == 0.0
+    wrong = torch.roll(t, 4, -1)
+    assert float(tversky_loss(wrong, t)) > 0.1 and float(boundary_loss(wrong, t)) > 0.1
+    assert float(focal_loss((t * 2 - 1) * 20, t)) < float(focal_loss((wrong * 2 - 1) * 20, t))
+
+
+def test_seg_metrics_counts():
+    pred = torch.zeros(1, 1, 4, 4, dtype=torch.bool)
+    pred[..., :2, :] = True
+    tgt = torch.zeros_like(pred)
+    tgt[..., :1, :] = True
+    m = seg_metrics(pred, tgt)
+    assert float(m["iou"]) == pytest.approx(0.5) and float(m["precision"]) == pytest.approx(0.5)
+    assert float(m["recall"]) == 1.0 and float(m["dice"]) == pytest.approx(2 / 3)
+
+
+def test_baselines_do_their_job_on_a_rendered_pair():
+    a, b = render_pair(11)
+    mask = seg_baseline(a.cloth.astype(np.float64) / 255)
+    truth = a.cloth_mask > 127
+    assert (mask & truth).sum() / (mask | truth).sum() > 0.8          # plain-background stills are easy
+    box = torso_box(a.parse)
+    assert box is not None and box[0] < box[2] and box[1] < box[3]
+    warped = bbox_affine_warp((b.cloth_mask > 127).astype(np.float32), a.parse)
+    gm = a.garment_mask > 127
+    assert ((warped > 0.5) & gm).sum() / ((warped > 0.5) | gm).sum() > 0.3
+    # Reinhard moves the on-model garment's mean colour towards the still's
+    onm, still = a.image / 255.0, b.cloth / 255.0
+    out = reinhard(onm, gm, still, b.cloth_mask > 127)
+    before = np.abs(onm[gm].mean(0) - still[b.cloth_mask > 127].mean(0)).sum()
+    after = np.abs(out[gm].mean(0) - still[b.cloth_mask > 127].mean(0)).sum()
+    assert after < before and np.array_equal(out[~gm], onm[~gm])
+
+
+def test_delta_e2000_metric_matches_numpy_reference():
+    from skimage.color import deltaE_ciede2000, rgb2lab
+
+    g = np.random.default_rng(0)
+    a, b = g.random((2, 8, 8, 3)), g.random((2, 8, 8, 3))
+    got = delta_e2000(torch.from_numpy(a).permute(0, 3, 1, 2), torch.from_numpy(b).permute(0, 3, 1, 2))[:, 0]
+    ref = deltaE_ciede2000(rgb2lab(a), rgb2lab(b))
+    assert np.abs(got.numpy() - ref).max() < 0.05

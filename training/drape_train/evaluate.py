@@ -1,0 +1,218 @@
+"""Evaluate trained networks on a held-out split, each beside a classical baseline on the same images.
+
+    python -m drape_train.evaluate --checkpoints build/checkpoints --data data/synth --split test
+
+Baselines (no learning, same inputs the network gets):
+  garment_seg    border-colour model: Otsu threshold on the Lab distance to the median border colour, holes filled
+  human_parsing  spatial prior: the per-pixel most frequent label of the training split
+  gmm            bounding-box affine: the still's garment box mapped onto the torso box read off the
+                 garment-agnostic parse (chin to waistband, silhouette width without arms)
+  tom            naive paste: the warped garment pasted onto the person where the warped mask > 0.5
+                 (both TOM and the paste get the garment as the trained GMM warps it: the served chain)
+  recolor        Reinhard transfer: Lab mean/std of the on-model garment matched to the still's garment
+The quality bars of the product are checked and printed beside the numbers; exit status 1 if any fails.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+from scipy import ndimage
+from skimage.color import lab2rgb, rgb2lab
+from skimage.filters import threshold_otsu
+from torch.utils.data import DataLoader
+
+from drape_train.config import TrainConfig
+from drape_train.datasets import NetworkDataset
+from drape_train.models import NETWORKS
+from drape_train.models.representation import ARMS, HEAD, LOWER, NUM_LABELS, labels_to_logits, mask_to_logits
+from drape_train.objectives import Objective, delta_e2000, iou, seg_metrics, ssim
+
+console = Console(width=None if sys.stdout.isatty() else 150)
+
+
+def load_objective(ckpt: Path) -> Objective:
+    card = json.loads((ckpt / "card.json").read_text())
+    obj = Objective(TrainConfig.model_validate(card["config"]))
+    obj.net.load_state_dict(torch.load(ckpt / "weights.pt", map_location="cpu", weights_only=True))
+    return obj.eval()
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.permute(0, 2, 3, 1).numpy() if t.ndim == 4 else t.numpy()
+
+
+# ---------------------------------------------------------------------------------------------- baselines
+
+def seg_baseline(image: np.ndarray) -> np.ndarray:
+    lab = rgb2lab(image)
+    border = np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]])
+    dist = np.linalg.norm(lab - np.median(border, 0), axis=-1)
+    mask = dist > threshold_otsu(dist)
+    mask = ndimage.binary_opening(mask, iterations=1)
+    labels, n = ndimage.label(mask)
+    if n:
+        mask = labels == (1 + np.argmax(ndimage.sum(mask, labels, range(1, n + 1))))
+    return ndimage.binary_fill_holes(mask)
+
+
+def parsing_prior(train: NetworkDataset) -> np.ndarray:
+    counts = None
+    for sid in train.ids:
+        p = train.samples[sid]["parse"].astype(np.int64)
+        onehot = np.eye(NUM_LABELS, dtype=np.int32)[p]
+        counts = onehot if counts is None else counts + onehot
+    return counts.argmax(-1)
+
+
+def torso_box(parse: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(x0, y0, x1, y1) from chin to waistband, silhouette without arms: only garment-agnostic labels."""
+    head = np.isin(parse, HEAD)
+    lower = np.isin(parse, LOWER)
+    if not head.any() or not lower.any():
+        return None
+    y0 = int(np.nonzero(head.any(1))[0].max())
+    y1 = int(np.nonzero(lower.any(1))[0].min())
+    body = (parse > 0) & ~np.isin(parse, ARMS) & ~head
+    cols = np.nonzero(body[y0:max(y1, y0 + 1)].any(0))[0]
+    if y1 <= y0 or cols.size == 0:
+        return None
+    return int(cols.min()), y0, int(cols.max()), y1
+
+
+def bbox_affine_warp(cloth_mask: np.ndarray, parse: np.ndarray) -> np.ndarray:
+    ys, xs = np.nonzero(cloth_mask > 0.5)
+    box = torso_box(parse)
+    if box is None or ys.size == 0:
+        return np.zeros_like(cloth_mask)
+    sx0, sy0, sx1, sy1 = xs.min(), ys.min(), xs.max(), ys.max()
+    x0, y0, x1, y1 = box
+    a = np.float32([[(x1 - x0) / max(sx1 - sx0, 1), 0, 0], [0, (y1 - y0) / max(sy1 - sy0, 1), 0]])
+    a[0, 2], a[1, 2] = x0 - a[0, 0] * sx0, y0 - a[1, 1] * sy0
+    h, w = cloth_mask.shape
+    return cv2.warpAffine(cloth_mask.astype(np.float32), a, (w, h), flags=cv2.INTER_LINEAR)
+
+
+def reinhard(on_model: np.ndarray, mask: np.ndarray, still: np.ndarray, still_mask: np.ndarray) -> np.ndarray:
+    """Reinhard et al. 2001 colour transfer in Lab, restricted to the garment regions."""
+    out = on_model.copy()
+    if mask.sum() < 2 or still_mask.sum() < 2:
+        return out
+    src, ref = rgb2lab(on_model), rgb2lab(still)
+    s, r = src[mask], ref[still_mask]
+    moved = (s - s.mean(0)) / (s.std(0) + 1e-6) * r.std(0) + r.mean(0)
+    lab = src.copy()
+    lab[mask] = moved
+    out[mask] = np.clip(lab2rgb(lab)[mask], 0, 1)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+
+BARS = {
+    "garment_seg": [("iou", "model >= 0.97", lambda m, b: m >= 0.97)],
+    "human_parsing": [("miou", "model >= 0.90", lambda m, b: m >= 0.90)],
+    "gmm": [("warped_mask_iou", "model >= 0.90 and >= baseline + 0.10", lambda m, b: m >= 0.90 and m >= b + 0.10)],
+    "tom": [("ssim", "model >= baseline + 0.05", lambda m, b: m >= b + 0.05)],
+    "recolor": [("delta_e2000", "model <= 0.5 x baseline and <= 2.0", lambda m, b: m <= 0.5 * b and m <= 2.0)],
+}
+
+
+@torch.no_grad()
+def evaluate_network(name: str, ckpt: Path, data: str, split: str, batch: int = 8) -> dict:
+    obj = load_objective(ckpt)
+    ds = NetworkDataset(data, split, name, seed=12345)
+    model, base = {}, {}
+
+    def add(d, k, v):
+        d.setdefault(k, []).append(np.asarray(v, dtype=np.float64).ravel())
+
+    prior = parsing_prior(NetworkDataset(data, "train", name)) if name == "human_parsing" else None
+    gmm = load_objective(ckpt.parent / "gmm").net if name == "tom" else None
+    for b in DataLoader(ds, batch_size=batch):
+        if gmm is not None:   # TOM sees what serving gives it: the GMM's warp, not the exact one
+            b["warped_garment"], b["warped_mask"] = gmm(labels_to_logits(b["parse"]), b["garment"],
+                                                        mask_to_logits(b["garment_mask"]))
+        for k, v in obj.metrics(b).items():
+            add(model, k, v.numpy())
+        if name == "garment_seg":
+            pred = torch.from_numpy(np.stack([seg_baseline(x) for x in _np(b["image"])]))[:, None]
+            for k, v in seg_metrics(pred, b["mask"] > 0.5).items():
+                add(base, k, v.numpy())
+        elif name == "human_parsing":
+            pred = torch.from_numpy(np.broadcast_to(prior, b["parse"].shape).copy())
+            ious = [torch.where((b["parse"] == c).any(-1).any(-1), iou(pred == c, b["parse"] == c),
+                                torch.tensor(float("nan"))) for c in range(NUM_LABELS)]
+            add(base, "miou", np.nanmean(torch.stack(ious, 1).numpy(), 1))
+        elif name == "gmm":
+            cm, parse = _np(b["garment_mask"])[..., 0], b["parse"].numpy()
+            warped = np.stack([bbox_affine_warp(m, p) for m, p in zip(cm, parse)])
+            add(base, "warped_mask_iou", iou(torch.from_numpy(warped > 0.5), b["target_mask"][:, 0] > 0.5).numpy())
+        elif name == "tom":
+            paste = b["person"] * (1 - (b["warped_mask"] > 0.5).float()) + b["warped_garment"] * (b["warped_mask"] > 0.5)
+            add(base, "ssim", ssim(paste, b["target"]).numpy())
+        elif name == "recolor":
+            gm, sm = _np(b["garment_mask"])[..., 0] > 0.5, _np(b["still_mask"])[..., 0] > 0.5
+            out = np.stack([reinhard(o, m, s, q) for o, m, s, q in zip(_np(b["on_model"]), gm, _np(b["still"]), sm)])
+            de = delta_e2000(torch.from_numpy(out).permute(0, 3, 1, 2).float(), b["target"])[:, 0]
+            add(base, "px_delta_e2000", de[b["garment_mask"][:, 0] > 0.5].numpy())
+
+    def summarise(d):
+        out = {}
+        for k, v in d.items():
+            v = np.concatenate(v)
+            if k.startswith("px_"):
+                n = k[3:]
+                out.update({n: float(v.mean()), f"{n}_median": float(np.median(v)),
+                            **{f"{n}_p{q}": float(np.percentile(v, q)) for q in (90, 95, 99)}})
+            else:
+                out[k] = float(np.nanmean(v))
+        return out
+
+    return {"network": name, "split": split, "n": len(ds), "model": summarise(model), "baseline": summarise(base)}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoints", default="build/checkpoints")
+    ap.add_argument("--data", default="data/synth", help="dataset root (VITON-HD layout)")
+    ap.add_argument("--split", default="test")
+    ap.add_argument("--networks", nargs="*", default=list(NETWORKS))
+    ap.add_argument("--out", default="build/eval/report.json", help="JSON report")
+    a = ap.parse_args(argv)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    results = []
+    for name in a.networks:
+        with console.status(f"evaluating {name}"):
+            results.append(evaluate_network(name, Path(a.checkpoints) / name, a.data, a.split))
+    table = Table(title=f"{a.data} / {a.split}: model vs classical baseline")
+    for col in ("network", "n", "metric", "model", "baseline", "bar", "pass"):
+        table.add_column(col, justify="right" if col in ("n", "model", "baseline") else "left")
+    ok = True
+    for r in results:
+        for metric, bar, check in BARS[r["network"]]:
+            m, b = r["model"].get(metric, float("nan")), r["baseline"].get(metric, float("nan"))
+            passed = bool(check(m, b))
+            ok &= passed
+            r.setdefault("bars", {})[metric] = {"bar": bar, "pass": passed}
+            table.add_row(r["network"], str(r["n"]), metric, f"{m:.4f}", f"{b:.4f}", bar,
+                          "[green]yes[/]" if passed else "[red]no[/]")
+        extra = {k: v for k, v in r["model"].items() if k not in [x[0] for x in BARS[r["network"]]]}
+        table.add_row("", "", "[dim]" + ", ".join(f"{k}={v:.3f}" for k, v in extra.items()) + "[/]", "", "", "", "")
+    console.print(table)
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    console.print(f"report: {out}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
