@@ -1,0 +1,15 @@
+"""DeepSpeed entry point for the recolor family: `deepspeed --num_gpus N training/train_recolor.py [--quick] [...]`.
+
+Trains recolor with the configs in training/configs/ unless --config is given; every other
+flag is drape_train.train's (see `python training/train_recolor.py --help`).
+"""
+import sys
+from pathlib import Path
+
+from drape_train.train import main
+
+CONFIGS = [str(Path(__file__).parent / "configs" / f"{n}.yaml") for n in "recolor".split()]
+
+if __name__ == "__main__":
+    argv = sys.argv[1:]
+    main(argv if "--config" in argv else ["--config", *CONFIGS, *argv])
