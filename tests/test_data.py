@@ -1,4 +1,5 @@
-"""Procedural try-on data: renderer invariants, the VITON-HD layout round trip, degradations, CLI."""
+"""Procedural try-on data: renderer invariants, looks (textures, prints, folds, backgrounds), the VITON-HD layout
+round trip, recolor items, degradations, CLI."""
 from __future__ import annotations
 
 import json
@@ -8,9 +9,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from drape_train.data.degrade import MODES, degrade
-from drape_train.data.layout import VitonDataset, pair_seed, write_dataset
-from drape_train.data.synth import (FLOW_INVALID, GARMENT_LABELS, LIP_LABELS, LIP_PALETTE, render_pair, warp_cloth)
+from drape_train.color import delta_e_2000, rgb_to_lab
+from drape_train.data import synth
+from drape_train.data.degrade import BASIC_MODES, MODES, apply, degrade, measure_scale, sample_params
+from drape_train.data.layout import RECOLOR_JPEG, VitonDataset, pair_seed, write_dataset
+from drape_train.data.readers import ItemDataset
+from drape_train.data.synth import (BACKGROUNDS, FLOW_INVALID, GARMENT_LABELS, LIP_LABELS, LIP_PALETTE, PRINTS,
+                                    TEXTURES, render_pair, warp_cloth)
 
 SEEDS = range(6)
 ARRAYS = ("image", "parse", "cloth", "cloth_mask", "garment_mask", "flow", "keypoints", "shading")
@@ -151,6 +156,91 @@ def test_other_resolutions_render_the_same_scene(size):
     assert err.mean() < 0.6 and np.percentile(err, 99.5) < 2.0
 
 
+# ----------------------------------------------------------------------------------------------- looks
+
+@pytest.fixture(scope="module")
+def many():
+    """Garment A of 60 scenes at a small size: enough to see every texture, print kind and background."""
+    return [render_pair(seed, 128, 96)[0] for seed in range(60)]
+
+
+def test_every_texture_print_and_background_occurs(many):
+    seen = {key: {s.meta[key] for s in many} for key in ("texture", "print", "background")}
+    assert seen["texture"] == set(TEXTURES)
+    assert seen["print"] == set(PRINTS) | {"none"}
+    assert seen["background"] == set(BACKGROUNDS)
+
+
+def _still_colours(s) -> int:
+    """Distinct colours of the still's garment pixels (the still is written exactly, no noise or blur)."""
+    return len(np.unique(s.cloth[s.cloth_mask > 0].reshape(-1, 3), axis=0))
+
+
+def test_still_colours_follow_texture_and_print(many):
+    """Solid: main colour, its tone for the inside of the back and the neckline band (<= 3 colours); a print
+    adds its own colour and tones; a gradient is a continuum."""
+    checked = {"solid": 0, "solid+print": 0, "gradient": 0}
+    for s in many:
+        n = _still_colours(s)
+        if s.meta["texture"] == "solid" and s.meta["print"] == "none":
+            assert n <= 3, n
+            checked["solid"] += 1
+        elif s.meta["texture"] == "solid":
+            assert 3 < n <= 6, n
+            checked["solid+print"] += 1
+        elif s.meta["texture"] == "gradient":
+            assert n > 40, n
+            checked["gradient"] += 1
+    assert min(checked.values()) >= 1, checked
+
+
+def test_folds_only_darken_the_garment(monkeypatch):
+    """Same scenes rendered without folds (same random draws): folds shade the garment only, never brighten it,
+    and the GT relation image = warped still x shading still holds with them."""
+    with_folds = [render_pair(seed, 128, 96) for seed in range(4)]
+    real = synth._sample_folds
+    monkeypatch.setattr(synth, "_sample_folds", lambda *a: real(*a)[:0])
+    without = [render_pair(seed, 128, 96) for seed in range(4)]
+    deepest = 1.0
+    for pa, pb in zip(with_folds, without):
+        for a, b in zip(pa, pb):
+            garment = a.garment_mask > 0
+            np.testing.assert_array_equal(a.parse, b.parse)
+            np.testing.assert_array_equal(a.shading[~garment], b.shading[~garment])
+            ratio = a.shading[garment] / b.shading[garment]
+            assert ratio.max() <= 1 + 1e-6
+            deepest = min(deepest, float(ratio.min()))
+            assert a.meta["folds"] >= 2
+    assert deepest < 0.93
+
+
+def test_backgrounds_are_albedo_only(many):
+    """Whatever the backdrop, its pixels stay label 0; flat ones are one colour, the others vary."""
+    for s in many:
+        bg = (s.parse == 0) & (s.shading > 0.999)     # away from the contact shadow
+        albedo = s.image[bg].astype(np.float32)
+        spread = albedo.std(0).max()
+        if s.meta["background"] == "flat":
+            assert spread < 1.0
+        else:
+            assert spread > 1.5, s.meta["background"]
+    cluttered = [s for s in many if s.meta["background"] == "cluttered"]
+    studio = [s for s in many if s.meta["background"] == "studio"]
+    def colours(s):
+        return len(np.unique(s.image[(s.parse == 0) & (s.shading == 1.0)], axis=0))
+
+    assert max(colours(s) for s in studio) <= 2                 # wall and floor
+    assert min(colours(s) for s in cluttered) >= 5              # and furniture in front of them
+
+
+def test_fold_shading_profile():
+    fold = np.array([[0.0, 0.0, 1.0, 0.0, 0.05, 0.2]], np.float32)   # along x from 0 to 1, 0.2 deep
+    x = np.array([0.5, 0.0, 1.0, 0.5, 0.5], np.float32)
+    y = np.array([0.0, 0.0, 0.0, 0.05, 0.5], np.float32)
+    np.testing.assert_allclose(synth.fold_shading(fold, x, y), [0.8, 1.0, 1.0, 1 - 0.2 * np.exp(-1), 1.0],
+                               atol=1e-6)
+
+
 # ----------------------------------------------------------------------------------------------- layout
 
 def test_write_read_round_trip(tmp_path):
@@ -212,14 +302,56 @@ def test_splits_never_share_seeds():
     assert pair_seed(1, "train", 0) not in {pair_seed(0, s, k) for s in ("train", "val", "test") for k in range(99)}
 
 
-def test_output_does_not_depend_on_worker_count(tmp_path):
+@pytest.mark.parametrize("recolor", [False, True])
+def test_output_does_not_depend_on_worker_count(tmp_path, recolor):
     counts = {"train": 2, "val": 1}
-    write_dataset(tmp_path / "one", counts, seed=1, height=64, width=48, workers=1, progress=False)
-    write_dataset(tmp_path / "two", counts, seed=1, height=64, width=48, workers=2, progress=False)
+    write_dataset(tmp_path / "one", counts, seed=1, height=64, width=48, workers=1, progress=False, recolor=recolor)
+    write_dataset(tmp_path / "two", counts, seed=1, height=64, width=48, workers=2, progress=False, recolor=recolor)
     files = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*") if p.is_file())
-    assert len(files) == 3 + 6 * 7 + 1  # 3 pairs files, 6 samples x 7 files, dataset.json
+    # 3 pairs files, 6 samples x 7 files, dataset.json (+ 6 recolor items x 6 files)
+    assert len(files) == 3 + 6 * 7 + 1 + (6 * 6 if recolor else 0)
     for f in files:
         assert (tmp_path / "one" / f).read_bytes() == (tmp_path / "two" / f).read_bytes(), f
+
+
+def test_recolor_items(tmp_path):
+    """Each sample as a recolor item: the degraded photo differs from the true one only inside the garment, the
+    recorded params replay the degradation, and the reader returns everything."""
+    write_dataset(tmp_path, {"train": 3, "test": 1}, seed=2, height=128, width=96, progress=False, recolor=True,
+                  magnitude=(0.1, 0.3))
+    info = json.loads((tmp_path / "dataset.json").read_text())
+    assert info["recolor"]["magnitude"] == [0.1, 0.3] and info["recolor"]["modes"] == list(MODES)
+    items = ItemDataset(tmp_path / "recolor", "train")
+    assert items.items == [f"item_0000{k}_{j}" for k in range(3) for j in (0, 1)]
+    viton = VitonDataset(tmp_path, "train")
+    modes = set()
+    for name in items.items:
+        it = items.load(name)
+        sid = name.removeprefix("item_")
+        src = viton.load(sid)
+        deg = it["degradation"]
+        modes.add(deg["mode"])
+        assert deg["source_id"] == sid and 0.1 <= deg["magnitude"] <= 0.3
+        assert it["on_model"].shape == it["on_model_true"].shape == (128, 96, 3)
+        np.testing.assert_array_equal(it["mask_on_model"], src["garment_mask"])
+        np.testing.assert_array_equal(it["mask_still"], src["cloth_mask"])
+        inside = it["mask_on_model"] > 0
+        diff = np.abs(it["on_model"].astype(int) - it["on_model_true"])
+        assert diff[~inside].mean() < 1.5                        # JPEG noise only
+        assert diff[inside].mean() > 3 * diff[~inside].mean() + 1
+        # the truth is the sample's render, and the params replay the degradation on it
+        k, j = (int(v) for v in sid.split("_"))
+        exact = render_pair(pair_seed(2, "train", k), 128, 96)[j].image
+        assert np.abs(it["on_model_true"].astype(int) - exact).mean() < 1.5     # JPEG 95
+        replay = apply(exact, inside, deg["params"])
+        ok, jpg = cv2.imencode(".jpg", replay[..., ::-1], list(RECOLOR_JPEG))
+        np.testing.assert_array_equal(cv2.imdecode(jpg, cv2.IMREAD_COLOR)[..., ::-1], it["on_model"])
+        measured = delta_e_2000(rgb_to_lab(it["on_model"][inside]), rgb_to_lab(it["on_model_true"][inside])).mean()
+        assert measured == pytest.approx(deg["delta_e00"]["mean"], rel=0.1, abs=0.5), name
+    assert len(modes) >= 3
+    assert len(ItemDataset(tmp_path / "recolor", "test")) == 2
+    with pytest.raises(ValueError, match="magnitude"):
+        write_dataset(tmp_path / "bad", {"train": 1}, progress=False, recolor=True, magnitude=(0.3, 0.1))
 
 
 # ----------------------------------------------------------------------------------------------- degradations
@@ -242,7 +374,62 @@ def test_degrade_changes_only_inside_mask(pairs, mode):
 def test_degrade_rejects_unknown_mode(pairs):
     s = pairs[0][0]
     with pytest.raises(ValueError, match="mode"):
-        degrade(s.image, s.garment_mask, np.random.default_rng(0), "hsl", 0.1)
+        degrade(s.image, s.garment_mask, np.random.default_rng(0), "hsi", 0.1)
+    with pytest.raises(ValueError, match="unknown degradation step"):
+        apply(s.image, s.garment_mask, [{"mode": "hsi"}])
+
+
+IDENTITY = {"hsv": {"hue_deg": 0.0, "sat_gain": 1.0, "val_gain": 1.0}, "lab": {"dL": 0.0, "da": 0.0, "db": 0.0},
+            "rgb": {"gain": [1.0, 1.0, 1.0], "offset": [0.0, 0.0, 0.0]},
+            "hsl": {"hue_deg": 0.0, "sat_gain": 1.0, "light_shift": 0.0}}
+
+
+@pytest.mark.parametrize("mode", BASIC_MODES)
+def test_degrade_identity_params_change_nothing(pairs, mode):
+    s = pairs[1][0]
+    out = apply(s.image, s.garment_mask, [{"mode": mode, **IDENTITY[mode]}])
+    assert np.abs(out.astype(int) - s.image).max() <= 1
+
+
+def test_hsl_lightness_shift_moves_lightness_not_hue(pairs):
+    s = pairs[1][1]
+    inside = s.garment_mask > 0
+    base = rgb_to_lab(s.image[inside])
+    for shift in (0.15, -0.15):
+        out = apply(s.image, inside, [{"mode": "hsl", "hue_deg": 0.0, "sat_gain": 1.0, "light_shift": shift}])
+        lab = rgb_to_lab(out[inside])
+        assert np.sign(lab[:, 0].mean() - base[:, 0].mean()) == np.sign(shift)
+        assert abs(lab[:, 0].mean() - base[:, 0].mean()) > 5
+
+
+def test_mixed_draws_from_every_basic_mode():
+    seen = set()
+    for k in range(40):
+        steps = sample_params(np.random.default_rng(k), "mixed", 0.2)
+        assert len(steps) == 2 and steps[0]["mode"] != steps[1]["mode"]
+        seen |= {st["mode"] for st in steps}
+    assert seen == set(BASIC_MODES)
+
+
+def test_magnitude_table_in_docstring_is_current():
+    """The Delta E 2000 table documenting the magnitude scale is what measure_scale() computes now."""
+    import importlib
+
+    mod = importlib.import_module("drape_train.data.degrade")  # the package re-exports a function of that name
+
+    lines = mod.__doc__.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.split()[:2] == ["mode", "m=0.05"])
+    mags = [float(v.removeprefix("m=")) for v in lines[head].split()[1:]]
+    documented = {}
+    for line in lines[head + 1:]:
+        if not line.strip():
+            break
+        documented[line.split()[0]] = [float(v) for v in line.split()[1:]]
+    measured = measure_scale(tuple(mags))
+    assert set(documented) == set(MODES)
+    for mode in MODES:
+        np.testing.assert_allclose(documented[mode], [measured[mode][m] for m in mags], atol=0.051, err_msg=mode)
+        assert all(np.diff(documented[mode]) > 0), f"{mode}: Delta E must grow with the magnitude"
 
 
 # ----------------------------------------------------------------------------------------------- CLI
@@ -262,3 +449,24 @@ def test_cli_generate_and_sheet(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "VITON-HD" in capsys.readouterr().out
+
+    assert main(["generate", "--out", str(out), "--train", "1", "--val", "1", "--test", "0", "--height", "64",
+                 "--width", "48", "--workers", "1", "--quiet", "--recolor", "--magnitude", "0.2", "0.2"]) == 0
+    deg = json.loads((out / "recolor" / "val" / "item_00000_1" / "degradation.json").read_text())
+    assert deg["magnitude"] == 0.2
+    assert main(["sheet", "--root", str(out), "--split", "train", "--recolor", "--n", "2", "--tile-height", "64",
+                 "--out", str(sheet)]) == 0
+    assert cv2.imread(str(sheet)).shape == (2 * 64, 4 * 48, 3)
+
+
+def test_cli_bench_reports_every_size(capsys):
+    from drape_train.data.__main__ import bench, main
+
+    rows = bench([(64, 48), (128, 96)], n=2)
+    assert [r["size"] for r in rows] == ["64x48", "128x96"] and [r["pairs"] for r in rows] == [32, 8]
+    assert all(r["samples_per_s"] > 0 for r in rows)
+    assert main(["bench", "--n", "1", "--sizes", "64x48", "96x72"]) == 0
+    out = capsys.readouterr().out
+    assert "64x48" in out and "96x72" in out and "samples/s" in out
+    with pytest.raises(SystemExit):
+        main(["bench", "--sizes", "256by192"])

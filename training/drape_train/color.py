@@ -61,6 +61,13 @@ class _Ops:
         """numpy inputs become float64 (uint8 read as 0..255 -> /255 happens in the callers that expect sRGB)."""
         return x if self.t else np.asarray(x, np.float64)
 
+    def hue_tol(self, like) -> float:
+        """Degrees within which |h1 - h2| counts as exactly 180: rounding must not flip CIEDE2000's hue branch for
+        exact antipodes (Sharma's pairs 13-15 test precisely that case)."""
+        if self.t is None or like.dtype == self.t.float64:
+            return 1e-9
+        return 1e-3
+
     def const(self, like, arr):
         return self.t.as_tensor(arr, dtype=like.dtype, device=like.device) if self.t else arr
 
@@ -200,14 +207,15 @@ def delta_e_2000(lab1, lab2, kL: float = 1.0, kC: float = 1.0, kH: float = 1.0, 
     dLp, dCp = L2 - L1, c2p - c1p
     cc = c1p * c2p
     chromatic = cc != 0
+    tol = ops.hue_tol(L1)
     dh = h2p - h1p
-    dh = ops.where(dh > 180, dh - 360, ops.where(dh < -180, dh + 360, dh))
+    dh = ops.where(dh > 180 + tol, dh - 360, ops.where(dh < -180 - tol, dh + 360, dh))
     dh = ops.where(chromatic, dh, 0.0)
     dHp = 2 * sq(cc) * ops.sin(dh / (2 * deg))
 
     Lp_bar, Cp_bar = (L1 + L2) / 2, (c1p + c2p) / 2
     hsum = h1p + h2p
-    far = abs(h1p - h2p) > 180
+    far = abs(h1p - h2p) > 180 + tol
     hp_bar = ops.where(far, ops.where(hsum < 360, (hsum + 360) / 2, (hsum - 360) / 2), hsum / 2)
     hp_bar = ops.where(chromatic, hp_bar, hsum)
 

@@ -172,7 +172,10 @@ class CocoGarments:
         self.ids = sorted(self.images)
         self.by_image: dict = {i: [] for i in self.ids}
         self.orphans = []  # annotations whose image_id is not in images (validate reports them)
-        for ann in data["annotations"]:
+        for i, ann in enumerate(data["annotations"]):
+            lacking = [k for k in ("image_id", "category_id", "segmentation") if k not in ann]
+            if lacking:
+                raise ValueError(f"{self.annotations}: annotation #{i} (id {ann.get('id')}) lacks {lacking}")
             self.by_image.get(ann["image_id"], self.orphans).append(ann)
 
     def __len__(self) -> int:

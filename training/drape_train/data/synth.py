@@ -4,6 +4,15 @@ Why a renderer at all: every stage downstream (parsing, GMM, TOM, recolor, expor
 tested end to end on data whose ground truth is exact -- parsing, keypoints, the dense cloth->person warp and a
 real try-on target (the same person rendered in another garment) -- before real VITON-HD data is at hand.
 
+Looks (all seeded, all drawn in body units)
+  * Garments: t-shirt, long sleeve, tank top, dress; fabric solid, stripes, checks, dots or a smooth two-colour
+    gradient; about a third carry a chest print (letters, simple shapes, or a badge with knocked-out letters) in a
+    third colour. On the body, 2-4 soft fold streaks (drag lines from the armpits, vertical drapes, bunching at the
+    hem) darken the garment; they live in `shading`, so the still stays flat and image = warped still x shading.
+  * Backgrounds (BACKGROUNDS): flat, gradient (linear or vignette), textured (soft blotches + a faint wallpaper
+    motif), studio (wall + floor), cluttered (the studio with furniture-like blocks: cabinets, shelves, frames,
+    plants, lamps, windows, tables; slightly out of focus). Backgrounds are albedo only: the parse stays 0.
+
 Conventions
   * Images are RGB uint8. Geometry is in body units (fractions of the person's height), so every resolution
     renders the same scene; only rasterisation differs.
@@ -153,7 +162,12 @@ def tps_fit(src: np.ndarray, dst: np.ndarray, reg: float = 1e-6) -> np.ndarray:
     a[:n, :n], a[:n, n:], a[n:, :n] = k, p, p.T
     b = np.zeros((n + 3, 2))
     b[:n] = dst
-    return np.linalg.solve(a, b)
+    # cv2's LU rather than np.linalg.solve: a ~20x20 system is all overhead, and waking BLAS worker threads for it
+    # cost milliseconds per call on a busy machine
+    ok, coef = cv2.solve(a, b, flags=cv2.DECOMP_LU)
+    if not ok:
+        raise np.linalg.LinAlgError("TPS system is singular: two control points coincide")
+    return coef
 
 
 def tps_eval(coef: np.ndarray, src: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -367,7 +381,7 @@ def _background(rng, h, w, cx, ground, u) -> tuple[np.ndarray, np.ndarray, str]:
 
 def _gradient_backdrop(rng, base, xx, yy, h, w) -> np.ndarray:
     """Linear (any direction) or radial (vignette) blend from the base colour to a darker, slightly shifted one."""
-    other = np.clip(base * rng.uniform(0.6, 0.9) + rng.uniform(-12, 12, 3), 0, 255)
+    other = np.clip(base * rng.uniform(0.6, 0.9) + rng.uniform(-12, 12, 3), 0, 255).astype(np.float32)
     if rng.random() < 0.7:
         a = np.radians(rng.uniform(0, 360))
         proj = (xx - w / 2) * np.float32(np.cos(a)) + (yy - h / 2) * np.float32(np.sin(a))
@@ -375,7 +389,7 @@ def _gradient_backdrop(rng, base, xx, yy, h, w) -> np.ndarray:
     else:
         t = np.hypot((xx - w / 2) / (w / 2), (yy - h / 2) / (h / 2)) / np.float32(np.sqrt(2))
     t = np.clip(t, 0, 1)[..., None]
-    return (base * (1 - t) + other * t).astype(np.float32)
+    return base + t * (other - base)
 
 
 def _textured_backdrop(rng, base, xx, yy, h, w, u) -> np.ndarray:
@@ -680,6 +694,7 @@ class Cloth:
 
 
 PARTS = ("front", "sleeve_R", "sleeve_L")
+TONES = np.array([1.0, 0.62, 0.82], np.float32)  # fabric, the inside of the back seen through the neck, neck band
 
 
 def _pattern(g: Garment, h: int, w: int, scale: float) -> np.ndarray:
@@ -779,17 +794,18 @@ def _render_cloth(g: Garment, h: int, w: int, rng) -> Cloth:
     trim = np.zeros((h, w), np.uint8)
     cv2.polylines(trim, [np.round(px(g.neckline) * 16).astype(np.int32)], False, 1,
                   max(1, int(round(0.006 * h))), cv2.LINE_8, shift=4)
-    if g.texture == "gradient":
-        fabric = g.rgb + _gradient_weight(g, h, w, px) * (g.rgb2 - g.rgb)
-    else:
-        fabric = np.stack([g.rgb, g.rgb2])[_pattern(g, h, w, scale)]
     tone_idx = np.zeros((h, w), np.uint8)
     inside_back = masks["back"] & ~masks["front"]
     tone_idx[inside_back] = 1
     tone_idx[trim.view(bool) & masks["front"]] = 2
-    albedo = fabric * np.array([1.0, 0.62, 0.82], np.float32)[tone_idx][..., None]
+    if g.texture == "gradient":
+        fabric = g.rgb + _gradient_weight(g, h, w, px) * (g.rgb2 - g.rgb)
+        albedo = fabric * TONES[tone_idx][..., None]
+    else:  # one gather from a (tone x colour) palette: 4x faster than colour gather times tone
+        palette = (TONES[:, None, None] * np.stack([g.rgb, g.rgb2])[None]).reshape(6, 3)
+        albedo = palette[tone_idx * 2 + _pattern(g, h, w, scale)]
     logo = _print_mask(g, h, w, px) & masks["front"] & ~inside_back
-    albedo[logo] = g.rgb3 * np.array([1.0, 0.62, 0.82], np.float32)[tone_idx[logo]][:, None]
+    albedo[logo] = g.rgb3 * TONES[tone_idx[logo]][:, None]
     bg = np.clip(rng.uniform(236, 252) + rng.uniform(-3, 3, 3), 0, 255).astype(np.float32)
     image = albedo.copy()
     image[~mask] = bg
@@ -1002,7 +1018,8 @@ def _paint_garment_torso(cv: _Canvas, p: Person, g: Garment, cloth: Cloth):
     garment_hw = lambda yv: np.interp(yv, rows[keep], hws[keep])  # noqa: E731
     shade = _torso_shade(p, box, p.shading_k, hw_fn=garment_hw)
     if len(g.folds):
-        shade = shade * fold_shading(g.folds, (mx - cloth.origin[0]) / cloth.scale, (my - cloth.origin[1]) / cloth.scale)
+        tx, ty = (mx - cloth.origin[0]) / cloth.scale, (my - cloth.origin[1]) / cloth.scale   # template units
+        shade = shade * fold_shading(g.folds, tx, ty)
     cv.paint(box, vis, g.label, rgb, shade, np.stack([mx, my], -1))
 
 
@@ -1125,10 +1142,9 @@ def _underlayers(p: Person) -> _Canvas:
     return cv
 
 
-def _render(p: Person, g: Garment, cloth: Cloth, seed: int, role: str, under: _Canvas) -> Sample:
-    """Paint back to front over a copy of the shared under-layers; the flow is the cloth coordinate of whatever
-    garment part ended up on top."""
-    cv = under.copy()
+def _render(p: Person, g: Garment, cloth: Cloth, seed: int, role: str, cv: _Canvas) -> Sample:
+    """Paint the garment, arms and head over the under-layers in cv (modified in place); the flow is the cloth
+    coordinate of whatever garment part ended up on top."""
     _paint_garment_torso(cv, p, g, cloth)
     _paint_arms(cv, p, g, cloth)
     _paint_head(cv, p, "strands")
@@ -1166,7 +1182,8 @@ def render_pair(seed: int, height: int = 256, width: int = 192) -> tuple[Sample,
             break
     ca, cb = _render_cloth(ga, height, width, rc), _render_cloth(gb, height, width, rc)
     under = _underlayers(person)
-    return _render(person, ga, ca, seed, "A", under), _render(person, gb, cb, seed, "B", under)
+    a = _render(person, ga, ca, seed, "A", under.copy())
+    return a, _render(person, gb, cb, seed, "B", under)  # the last user paints on the shared canvas itself
 
 
 def colorize_parse(parse: np.ndarray) -> np.ndarray:

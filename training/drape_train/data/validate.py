@@ -14,6 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 from rich.console import Console
@@ -21,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from .degrade import MODES
-from .layout import SPLITS, VitonDataset, read_keypoints, read_mask, read_parse
+from .layout import SPLITS, VitonDataset, read_keypoints, read_parse
 from .readers import ITEM_MASKS, CocoGarments, decode_segmentation, find_image, item_splits
 from .synth import LIP_LABELS
 
@@ -77,12 +78,11 @@ def _size(hw) -> str:
 
 def _check_mask(rep: Report, path: Path, ref_hw, ref_path: Path, what: str):
     """Decode a 0/255 mask: size must match its image, it must not be empty; grey levels are a warning."""
-    try:
-        mask = read_mask(path)
-        raw = np.asarray(Image.open(path).convert("L"))
-    except (OSError, ValueError) as e:
-        rep.error(path, f"{what}: cannot decode ({e})")
+    raw = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if raw is None:
+        rep.error(path, f"{what}: cannot decode")
         return
+    mask = raw >= 128                                   # the readers' threshold (JPEG masks are noisy)
     if ref_hw is not None and mask.shape != tuple(ref_hw):
         rep.error(path, f"{what} size {_size(mask.shape)} != {ref_path.name} size {_size(ref_hw)}")
     if not mask.any():
@@ -170,9 +170,9 @@ def _viton_split(rep: Report, root: Path, split: str, bar: Progress):
             if cloth not in cloth_ids:
                 rep.error(pairs_file, f"pair ({person}, {cloth}): cloth {cloth!r} has no cloth/{cloth}.jpg")
             targets += ds.target_for(person, cloth) is not None
-    rep.counts[split] = {"ids": len(ds), "valid ids": counts["ids"], "pairs": len(ds.pairs),
-                         "pairs with GT target": targets, "ids without garment label": counts["no garment label"],
-                         "gt-warp": (ds.dir / "gt-warp").is_dir(), "parse folder": ds.parse_folder}
+    rep.counts[split] = {"ids": len(ds), "complete ids": counts["ids"], "pairs": len(ds.pairs),
+                         "pairs with target": targets, "no garment label": counts["no garment label"],
+                         "gt-warp": (ds.dir / "gt-warp").is_dir(), "parse": ds.parse_folder}
 
 
 def validate_viton(root, splits=None, progress: bool = True) -> Report:
@@ -298,7 +298,7 @@ def validate_coco(annotations, images=None, progress: bool = True) -> Report:
                     continue
                 try:
                     mask = decode_segmentation(ann["segmentation"], *hw)
-                except (ValueError, KeyError, TypeError) as e:
+                except (ValueError, KeyError, TypeError, IndexError) as e:
                     rep.error(where, f"cannot decode segmentation ({e})")
                     continue
                 if not mask.any():
@@ -321,14 +321,15 @@ def validate_coco(annotations, images=None, progress: bool = True) -> Report:
 def print_report(rep: Report, console: Console | None = None, max_rows: int = 50):
     """Counts per split, then up to max_rows issues (errors first), then a one-line verdict."""
     console = console or Console()
-    counts = Table(title=f"{rep.layout} dataset {rep.root}")
-    counts.add_column("split")
-    keys = list(dict.fromkeys(k for c in rep.counts.values() for k in c))
-    for k in keys:
-        counts.add_column(k, justify="right")
-    for split, c in rep.counts.items():
-        counts.add_row(split, *(str(c.get(k, "")) for k in keys))
-    console.print(counts)
+    if rep.counts:
+        counts = Table(title=f"{rep.layout} dataset {rep.root}")
+        counts.add_column("split")
+        keys = list(dict.fromkeys(k for c in rep.counts.values() for k in c))
+        for k in keys:
+            counts.add_column(k, justify="right")
+        for split, c in rep.counts.items():
+            counts.add_row(split, *(str(c.get(k, "")) for k in keys))
+        console.print(counts)
     if rep.issues:
         issues = Table(title=f"{len(rep.errors)} errors, {len(rep.issues) - len(rep.errors)} warnings")
         issues.add_column("severity")
