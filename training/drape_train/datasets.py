@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from drape_train.data.degrade import degrade
+from drape_train.data.degrade import MODES, degrade
 from drape_train.data.layout import VitonDataset
 
 
@@ -69,6 +69,9 @@ class NetworkDataset(Dataset):
         # Person wears garment A; the target is the same person wearing garment B, warped here by B's exact flow.
         p, c, t = self.pairs[i]
         a, b, tgt = self.samples[p], self.samples[c], self.samples[t]
+        if "flow" not in tgt:
+            raise ValueError(f"{self.src.root}: TOM needs paired targets with exact warps (gt-warp/{t}.npz); real "
+                             "VITON-HD has none - train TOM on the synthetic studio or on GMM warps")
         warped = warp_with_flow(b["cloth"], tgt["flow"])
         wmask = warp_with_flow(b["cloth_mask"].astype(np.float32), tgt["flow"]) > 0.5
         return {"person": _img(a["image"]), "parse": torch.from_numpy(a["parse"].astype(np.int64)),
@@ -79,7 +82,7 @@ class NetworkDataset(Dataset):
         # The on-model photo with its garment colour degraded; the target is the true photo, the still is truth.
         s = self.samples[self.ids[i]]
         rng = np.random.default_rng([self.seed, self.epoch, i])
-        mode = ("hsv", "lab", "rgb", "mixed")[int(rng.integers(4))]
+        mode = MODES[int(rng.integers(len(MODES)))]
         degraded = degrade(s["image"], s["garment_mask"], rng, mode, float(rng.uniform(0.05, 0.35)))
         return {"on_model": _img(degraded), "still": _img(s["cloth"]),
                 "parse": torch.from_numpy(s["parse"].astype(np.int64)), "still_mask": _mask(s["cloth_mask"]),

@@ -29,9 +29,11 @@ def masked_l1(a, b, mask):
 
 
 def delta_e76(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-pixel CIE76 colour difference [B,1,H,W] between sRGB images in [0,1] (differentiable, kornia)."""
-    la, lb = kornia.color.rgb_to_lab(a.clamp(0, 1)), kornia.color.rgb_to_lab(b.clamp(0, 1))
-    return ((la - lb) ** 2).sum(1, keepdim=True).add(1e-8).sqrt()
+    """Per-pixel CIE76 colour difference [B,1,H,W] between sRGB images in [0,1] (differentiable; zero gradient at
+    identical colours, where a plain sqrt has none)."""
+    from drape_train.color import delta_e_76, rgb_to_lab
+
+    return delta_e_76(rgb_to_lab(a.clamp(0, 1), dim=1), rgb_to_lab(b.clamp(0, 1), dim=1), dim=1)[:, None]
 
 
 def delta_e2000(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
