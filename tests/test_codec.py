@@ -264,3 +264,45 @@ def test_encode_helpers_validate():
         encode_png(np.zeros((4, 4), np.float32))
     with pytest.raises(ValueError, match="alpha"):
         encode_jpeg(np.zeros((4, 4, 4), np.uint8))
+
+
+# ------------------------------------------------------- limits come from the header, before any pixel work
+
+
+def _jpeg_with_header_size(height: int, width: int) -> bytes:
+    """A real 16x16 JPEG whose SOF0 header is patched to claim ``height x width``: tiny bytes, huge claim."""
+    data = bytearray(_save(Image.fromarray(_rgb(16, 16)), "JPEG", quality=90))
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    return bytes(data)
+
+
+def test_jpeg_header_over_side_limit_rejected_without_decoding():
+    err = _rejects(_jpeg_with_header_size(3000, 5000), "over the 4096 pixel limit per side")
+    assert "5000x3000" in str(err)
+
+
+def test_jpeg_decompression_bomb_header_is_a_size_error():
+    """60000x60000 claimed (3.6 G pixels): Pillow's own bomb guard or our limit fires, never the decoder."""
+    _rejects(_jpeg_with_header_size(60000, 60000), "too large" if Image.MAX_IMAGE_PIXELS else "limit")
+
+
+def test_pixel_budget_checked_from_the_header_before_decoding():
+    """Within the side limit but over the pixel budget: refused as such, though the pixel data is bogus."""
+    err = _rejects(_jpeg_with_header_size(2000, 2000), "pixel budget", Limits(max_pixels=1_000_000))
+    assert "truncated" not in str(err) and "corrupt" not in str(err)
+
+
+def test_sixteen_bit_rgb_png_keeps_the_high_byte():
+    import cv2
+
+    rgb16 = (np.random.default_rng(4).random((6, 5, 3)) * 65535).astype(np.uint16)
+    ok, buf = cv2.imencode(".png", rgb16[:, :, ::-1])  # OpenCV writes BGR
+    assert ok
+    out = decode_image(buf.tobytes(), NAME)
+    np.testing.assert_array_equal(out, (rgb16 >> 8).astype(np.uint8))
+
+
+def test_pillow_bomb_limit_is_above_ours():
+    """Our pixel budget must fire first: Pillow's guard would raise on a different, larger threshold."""
+    assert Image.MAX_IMAGE_PIXELS is None or contract.MAX_IMAGE_PIXELS <= Image.MAX_IMAGE_PIXELS

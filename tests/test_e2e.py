@@ -119,3 +119,115 @@ def test_repository_is_built_from_trained_cards(cpu_repo):
         assert card["onnx"]["opset"] >= 17
         assert card["onnx"]["parity_max_abs_diff"] <= 1e-3
         assert card["train"]["steps"] > 0 and card["metrics"], card_path
+
+
+# ------------------------------------------- served ensembles == the same pipeline run in-process (acceptance)
+
+
+def _render(width: int, height: int, fmt: str, mode: str = "RGB", seed: int = 11, **save) -> bytes:
+    """A studio render (person in a garment) resized to width x height, converted to ``mode``, encoded."""
+    from drape_train.data.synth import render_pair
+
+    a, _ = render_pair(seed)
+    img = Image.fromarray(a.image).resize((width, height), Image.BILINEAR)
+    if mode == "I;16":  # 16-bit grayscale: the 8-bit luma scaled to the full 16-bit range
+        img = Image.fromarray(np.asarray(img.convert("L"), np.uint16) * 257)
+    elif mode == "RGBA":  # a horizontal alpha ramp: transparent on the left, opaque on the right
+        alpha = np.tile(np.linspace(0, 255, width).astype(np.uint8), (height, 1))
+        img = Image.fromarray(np.dstack([np.asarray(img), alpha]), "RGBA")
+    elif mode != "RGB":
+        img = img.convert(mode)
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **save)
+    return buf.getvalue()
+
+
+def _rgb48_png(width: int, height: int) -> bytes:
+    """16 bits per channel RGB (Pillow cannot write it; OpenCV can)."""
+    import cv2
+
+    rgb = np.asarray(Image.open(io.BytesIO(_render(width, height, "PNG"))).convert("RGB"), np.uint16) * 257
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb[:, :, ::-1]))
+    assert ok
+    return buf.tobytes()
+
+
+@pytest.fixture(scope="module")
+def reference(cpu_repo):
+    from drape_serving.reference import ReferencePipeline
+
+    return ReferencePipeline(cpu_repo)
+
+
+def _assert_matches(served: np.ndarray, ref: np.ndarray, what: str) -> None:
+    """Acceptance bound: within 1 intensity level on at least 99.9% of the values."""
+    assert served.shape == ref.shape and served.dtype == ref.dtype == np.uint8, (what, served.shape, ref.shape)
+    close = np.abs(served.astype(np.int16) - ref.astype(np.int16)) <= 1
+    assert close.mean() >= 0.999, f"{what}: only {close.mean():.5f} of values within 1 level of the reference"
+
+
+SIZES = [  # (width, height, format) of the person / on-model image
+    (333, 250, "JPEG"), (768, 1024, "PNG"), (1500, 2000, "JPEG"), (192, 256, "PNG"), (4000, 90, "JPEG"),
+]
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+@pytest.mark.parametrize("width, height, fmt", SIZES, ids=[f"{f.lower()}{w}x{h}" for w, h, f in SIZES])
+def test_served_ensembles_match_the_in_process_reference(real_server, reference, protocol, width, height, fmt):
+    person = _render(width, height, fmt)
+    garment = _render(300, 400, "JPEG", seed=23)
+    served = _infer(real_server, protocol, contract.TRYON, [person, garment])["tryon_image"][0]
+    assert served.shape == (height, width, 3)
+    _assert_matches(served, reference.tryon(person, garment), "tryon_image")
+    out = _infer(real_server, protocol, contract.RECOLOR, [person, STILL])
+    ref_rgb, ref_mask = reference.recolor(person, STILL)
+    _assert_matches(out["recolored_image"][0], ref_rgb, "recolored_image")
+    _assert_matches(out["garment_mask"][0], ref_mask, "garment_mask")
+
+
+UNUSUAL = {
+    "1x1-png": lambda: _render(1, 1, "PNG"),
+    "4096x4096-jpeg": lambda: _render(4096, 4096, "JPEG", quality=90),
+    "16bit-gray-png": lambda: _render(200, 300, "PNG", mode="I;16"),
+    "16bit-rgb-png": lambda: _rgb48_png(210, 280),
+    "cmyk-jpeg": lambda: _render(240, 320, "JPEG", mode="CMYK", quality=92),
+    "grayscale-jpeg": lambda: _render(180, 240, "JPEG", mode="L"),
+    "grayscale-png": lambda: _render(181, 241, "PNG", mode="L"),
+    "rgba-png": lambda: _render(300, 200, "PNG", mode="RGBA"),
+}
+
+
+@pytest.mark.parametrize("kind", list(UNUSUAL))
+def test_unusual_images_come_back_at_their_size_and_match_the_reference(real_server, reference, kind):
+    """1x1, 4096x4096, 16-bit, CMYK, grayscale and RGBA: each as person and as garment, over gRPC."""
+    data = UNUSUAL[kind]()
+    size = Image.open(io.BytesIO(data)).size  # (w, h); none of these carry an EXIF rotation
+    served = _infer(real_server, "grpc", contract.TRYON, [data, STILL])["tryon_image"][0]
+    assert served.shape == (size[1], size[0], 3)
+    _assert_matches(served, reference.tryon(data, STILL), f"{kind} tryon_image")
+    out = _infer(real_server, "grpc", contract.RECOLOR, [JPEG_333x250, data])  # as the still
+    assert out["recolored_image"].shape == (1, 250, 333, 3) and out["garment_mask"].shape == (1, 250, 333)
+    _assert_matches(out["recolored_image"][0], reference.recolor(JPEG_333x250, data)[0], f"{kind} as still")
+
+
+@pytest.mark.parametrize("spec, bad, data, fragment", [
+    (contract.TRYON, "person_image", lambda: _render(4097, 3, "PNG"), "over the 4096 pixel limit"),
+    (contract.RECOLOR, "still_image", lambda: _render(64, 64, "PNG")[:-20], "truncated PNG"),
+    (contract.TRYON, "garment_image", lambda: _render(64, 64, "PNG", mode="RGB").replace(b"PNG", b"GIF", 1), "not a JPEG or PNG"),
+], ids=["4097-side", "truncated-png", "wrong-magic"])
+def test_out_of_contract_images_are_invalid_argument(real_server, spec, bad, data, fragment):
+    payload = [data() if n == bad else JPEG_333x250 for n in spec.input_names]
+    with pytest.raises(InferenceServerException) as info:
+        _infer(real_server, "grpc", spec, payload)
+    assert str(info.value.status()) == "StatusCode.INVALID_ARGUMENT"
+    assert f"{bad}: " in info.value.message() and fragment in info.value.message(), info.value.message()
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_model_repository_api_refused_without_the_admin_key(real_server, protocol):
+    client = _client(real_server, protocol)
+    with pytest.raises(InferenceServerException, match="restricted"):
+        client.get_model_repository_index()
+    index = client.get_model_repository_index(headers=real_server.admin_headers(protocol))
+    names = {m["name"] for m in index} if protocol == "http" else {m.name for m in index.models}
+    assert {"tryon", "recolor", "human_parsing", "garment_seg", "gmm", "tom", "recolor_net"} <= names

@@ -258,7 +258,8 @@ def test_serving_code_never_imports_torch():
 
     code = (
         "import sys, drape_serving.geometry, drape_serving.codec, drape_serving.contract, drape_serving.prepost, "
-        "drape_serving.runner, drape_serving.model_config, drape_serving.server; "
+        "drape_serving.runner, drape_serving.model_config, drape_serving.server, drape_serving.plan_check, "
+        "drape_serving.reference; "
         "bad = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')); "
         "sys.exit(f'torch imported: {bad}' if bad else 0)"
     )
@@ -365,12 +366,22 @@ def test_assemble_fills_resolution_and_refuses_mismatches(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".repo.")]
 
 
+def _record_plan(onnx_dir: Path, name: str, version: str = "10.3.0.26", arch: str = "9.0") -> None:
+    """A plan file plus the card record the `trt` step writes (the engine bytes are not looked at on CPU)."""
+    (onnx_dir / name / "model.plan").write_bytes(b"plan")
+    card_path = onnx_dir / name / "card.json"
+    card = json.loads(card_path.read_text())
+    card["tensorrt"] = {"version": version, "compute_capability": arch, "gpu_name": "NVIDIA H100 80GB HBM3"}
+    card_path.write_text(json.dumps(card))
+
+
 def test_assemble_gpu_target_notes_missing_plans(tmp_path):
     from drape_export.repository import assemble
+    from drape_serving.plan_check import Runtime
 
     onnx_dir = write_tiny_networks(tmp_path / "onnx")
-    (onnx_dir / "gmm" / "model.plan").write_bytes(b"plan")
-    report = assemble(onnx_dir, tmp_path / "gpu", target="gpu")
+    _record_plan(onnx_dir, "gmm")
+    report = assemble(onnx_dir, tmp_path / "gpu", target="gpu", plan_runtime=Runtime("10.3.0", "9.0"))
     config = (tmp_path / "gpu" / "tom" / "config.pbtxt").read_text()
     assert 'platform: "tensorrt_plan"' in config and "KIND_GPU" in config
     assert (tmp_path / "gpu" / "gmm" / "1" / "model.plan").read_bytes() == b"plan"
@@ -402,6 +413,141 @@ def test_cli_repo_subcommand(tmp_path, capsys):
     assert main(["repo", "--target", "cpu", "--onnx-dir", str(onnx_dir), "--out", str(tmp_path / "cpu")]) == 0
     assert "ensembles: tryon, recolor" in capsys.readouterr().out
     assert main(["repo", "--onnx-dir", str(tmp_path / "nope"), "--out", str(tmp_path / "x")]) == 2
+
+
+def _versions(model_dir: Path) -> list[int]:
+    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def test_reassembly_adds_a_version_beside_the_previous_and_prunes_older(tmp_path):
+    from drape_export.repository import KEEP_VERSIONS, ServingSettings, assemble
+
+    onnx_dir = write_tiny_networks(tmp_path / "onnx")
+    repo = tmp_path / "repo"
+    first = assemble(onnx_dir, repo)
+    assert first.mode == "new" and set(first.versions.values()) == {1}
+    for model in ("gmm", "tryon_preprocess", "tryon"):
+        assert "version_policy: { latest: { num_versions: 1 } }" in (repo / model / "config.pbtxt").read_text()
+    old_onnx = (repo / "gmm" / "1" / "model.onnx").read_bytes()
+
+    second = assemble(onnx_dir, repo, settings=ServingSettings(instances=2))
+    assert second.mode == "versioned" and set(second.versions.values()) == {2}
+    assert _versions(repo / "gmm") == [1, 2] and _versions(repo / "tryon") == [1, 2]
+    assert (repo / "gmm" / "1" / "model.onnx").read_bytes() == old_onnx  # the previous version is kept intact
+    assert (repo / "gmm" / "2" / "model.onnx").is_file() and (repo / "gmm" / "2" / "card.json").is_file()
+    assert "count: 2, kind: KIND_CPU" in (repo / "gmm" / "config.pbtxt").read_text()
+    assert json.loads((repo / "manifest.json").read_text())["versions"]["recolor_net"] == 2
+
+    third = assemble(onnx_dir, repo)
+    assert set(third.versions.values()) == {3}
+    assert _versions(repo / "gmm") == [2, 3] and KEEP_VERSIONS == 2
+    leftovers = [p for p in repo.rglob(".*")] + [p for p in tmp_path.iterdir() if p.name.startswith(".repo")]
+    assert not leftovers, leftovers
+
+
+def test_reassembly_at_another_resolution_swaps_the_whole_repository(tmp_path):
+    from drape_export.repository import assemble
+
+    repo = tmp_path / "repo"
+    assemble(write_tiny_networks(tmp_path / "onnx256"), repo)
+    assemble(write_tiny_networks(tmp_path / "onnx256"), repo)
+    report = assemble(write_tiny_networks(tmp_path / "onnx512", hw=(512, 384)), repo)
+    assert report.mode == "replaced" and "resolution" in report.replaced_because
+    assert _versions(repo / "gmm") == [1]
+    assert "dims: [ 3, 512, 384 ]" in (repo / "tryon_preprocess" / "config.pbtxt").read_text()
+
+
+def test_failed_reassembly_leaves_the_served_version_untouched(tmp_path):
+    from drape_export.repository import AssemblyError, assemble
+
+    onnx_dir = write_tiny_networks(tmp_path / "onnx")
+    repo = tmp_path / "repo"
+    assemble(onnx_dir, repo)
+    before = {p.relative_to(repo): p.read_bytes() for p in repo.rglob("*") if p.is_file()}
+    (onnx_dir / "tom" / "model.onnx").write_bytes(b"not a graph")
+    with pytest.raises(AssemblyError, match="tom"):
+        assemble(onnx_dir, repo)
+    after = {p.relative_to(repo): p.read_bytes() for p in repo.rglob("*") if p.is_file()}
+    assert after == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".repo")]
+
+
+def test_serving_settings_reach_every_config_and_bad_values_are_refused(tmp_path):
+    from drape_export.repository import AssemblyError, ServingSettings, assemble
+
+    settings = ServingSettings(instances=3, intra_op_threads=1, max_queue_delay_us=500, max_queue_size=7,
+                               entry_queue_size=5, prepost_instances=2)
+    repo = tmp_path / "repo"
+    assemble(write_tiny_networks(tmp_path / "onnx"), repo, settings=settings)
+    net = (repo / "recolor_net" / "config.pbtxt").read_text()
+    assert "count: 3, kind: KIND_CPU" in net and "max_queue_delay_microseconds: 500" in net
+    assert "default_queue_policy { max_queue_size: 7 }" in net and 'string_value: "1"' in net
+    pre = (repo / "recolor_preprocess" / "config.pbtxt").read_text()
+    assert "max_queue_size: 5" in pre and "count: 2, kind: KIND_CPU" in pre
+    assert "max_queue_size: 7" in (repo / "tryon_postprocess" / "config.pbtxt").read_text()
+    assert json.loads((repo / "manifest.json").read_text())["settings"]["entry_queue_size"] == 5
+    with pytest.raises(AssemblyError, match="instances must be >= 1"):
+        ServingSettings(instances=0)
+    with pytest.raises(AssemblyError, match="max_queue_delay_us"):
+        ServingSettings(max_queue_delay_us=-1)
+
+
+def test_assemble_gpu_refuses_a_plan_built_for_another_gpu_or_tensorrt(tmp_path):
+    from drape_export.repository import AssemblyError, assemble
+    from drape_serving.plan_check import Runtime
+
+    onnx_dir = write_tiny_networks(tmp_path / "onnx")
+    _record_plan(onnx_dir, "tom", version="10.3.0.26", arch="8.0")
+    with pytest.raises(AssemblyError) as info:
+        assemble(onnx_dir, tmp_path / "gpu", target="gpu", plan_runtime=Runtime("10.3.0", "9.0", "NVIDIA H100"))
+    message = str(info.value)
+    assert "tom" in message and "compute capability 8.0" in message and "9.0" in message
+    with pytest.raises(AssemblyError, match=r"TensorRT 10\.3\.0\.26.*10\.7\.0"):
+        assemble(onnx_dir, tmp_path / "gpu", target="gpu", plan_runtime=Runtime("10.7.0", "8.0"))
+    assert not (tmp_path / "gpu").exists()
+    # the same plan on its own runtime is accepted (build number differences do not matter)
+    report = assemble(onnx_dir, tmp_path / "gpu", target="gpu", plan_runtime=Runtime("10.3.0.1", "8.0"))
+    assert "tom" not in report.missing_plans
+    # a plan without the record cannot be checked: refused
+    (onnx_dir / "gmm" / "model.plan").write_bytes(b"plan")
+    with pytest.raises(AssemblyError, match="no 'tensorrt' record"):
+        assemble(onnx_dir, tmp_path / "gpu2", target="gpu", plan_runtime=Runtime("10.3.0", "8.0"))
+
+
+def test_plan_check_of_a_gpu_repository_and_the_server_refuses_to_start(tmp_path, monkeypatch):
+    from drape_export.repository import assemble
+    from drape_serving.plan_check import PlanMismatchError, Runtime, check_repository, main
+    from drape_serving.server import ServerStartError, start_server
+
+    onnx_dir = write_tiny_networks(tmp_path / "onnx")
+    for name in contract.NETWORKS:
+        _record_plan(onnx_dir, name, version="10.3.0.26", arch="9.0")
+    repo = tmp_path / "gpu"
+    assemble(onnx_dir, repo, target="gpu", plan_runtime=Runtime("10.3.0", "9.0"))
+    assert check_repository(repo, Runtime("10.3.0", "9.0", "NVIDIA H100 80GB HBM3")) == []
+    notes = check_repository(repo, Runtime(None, None))
+    assert len(notes) == 2 * len(contract.NETWORKS) and all("unknown" in n for n in notes)
+    with pytest.raises(PlanMismatchError, match=r"model '(gmm|garment_seg|human_parsing|recolor_net|tom)'.*8\.9"):
+        check_repository(repo, Runtime("10.3.0", "8.9", "NVIDIA L4"))
+    assert main(["--model-repository", str(repo), "--trt-version", "11.0.0", "--gpu-arch", "9.0"]) == 2
+    assert main(["--model-repository", str(repo), "--trt-version", "10.3.0.26", "--gpu-arch", "9.0"]) == 0
+    assemble(write_tiny_networks(tmp_path / "cpu_onnx"), tmp_path / "cpu")
+    assert check_repository(tmp_path / "cpu", Runtime("1.0.0", "1.0")) == []  # a CPU repository has no plans
+
+    # the pre-start check runs before tritonserver is launched (fast, and no GPU needed to see the refusal)
+    monkeypatch.setenv("DRAPE_TRT_VERSION", "10.3.0")
+    monkeypatch.setenv("DRAPE_GPU_ARCH", "8.6")
+    with pytest.raises(ServerStartError, match="refusing to start.*compute capability 9.0.*8.6"):
+        start_server(repo, ready_timeout=30)
+
+
+def test_fill_placeholders_knows_only_the_settings_names():
+    from drape_export.repository import AssemblyError, fill_placeholders
+
+    text = "dims: [ 3, {height}, {width} ]\ncount: {prepost_instances}"
+    assert fill_placeholders(text, 2, 3, values={"prepost_instances": 4}) == "dims: [ 3, 2, 3 ]\ncount: 4"
+    with pytest.raises(AssemblyError, match="unknown placeholders \\['prepost_instances'\\]"):
+        fill_placeholders(text, 2, 3)
 
 
 # ======================================================================= server tests
@@ -543,8 +689,8 @@ def test_bad_input_is_invalid_argument_naming_the_input(server, protocol, ensemb
     assert out[ensemble.output_names[0]].shape == (1, 250, 333, 3)
 
 
-def _model_stats(client, model: str) -> dict:
-    stats = client.get_inference_statistics(model_name=model, as_json=True)["model_stats"][0]
+def _model_stats(client, model: str, headers: dict) -> dict:
+    stats = client.get_inference_statistics(model_name=model, headers=headers, as_json=True)["model_stats"][0]
     return {key: int(stats.get(key, 0)) for key in ("inference_count", "execution_count")}
 
 
@@ -552,7 +698,7 @@ def _model_stats(client, model: str) -> dict:
 def test_concurrent_burst_is_batched_and_isolates_a_bad_request(server):
     """16 concurrent requests (one bad) over gRPC: all good ones succeed, the networks see real batches."""
     client = _client(server, "grpc")
-    before = _model_stats(client, "human_parsing")
+    before = _model_stats(client, "human_parsing", server.admin_headers("grpc"))
     jobs = []
     for i in range(16):
         ensemble = contract.TRYON if i % 2 == 0 else contract.RECOLOR
@@ -591,11 +737,146 @@ def test_concurrent_burst_is_batched_and_isolates_a_bad_request(server):
         out = result.as_numpy(ensemble.output_names[0])
         assert out.shape == (1, 250, 333, 3) and out.dtype == np.uint8
 
-    after = _model_stats(client, "human_parsing")
+    after = _model_stats(client, "human_parsing", server.admin_headers("grpc"))
     inferences = after["inference_count"] - before["inference_count"]
     executions = after["execution_count"] - before["execution_count"]
     assert inferences == 15
     assert executions < inferences, f"no batching: {executions} executions for {inferences} inferences"
+
+
+def _http_status(url: str, path: str, headers: dict | None = None, method: str = "GET") -> int:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(f"http://{url}{path}", data=b"{}" if method == "POST" else None,
+                                     headers=headers or {}, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_admin_apis_need_the_key_and_inference_does_not(server, protocol):
+    """Model-repository, statistics (and shared-memory/trace/logging) are refused without the admin header."""
+    client = _client(server, protocol)
+    wrong = {k: "x" * 24 for k in server.admin_headers(protocol)}
+    for call in (lambda **kw: client.get_model_repository_index(**kw),
+                 lambda **kw: client.get_inference_statistics(model_name="tryon", **kw),
+                 lambda **kw: client.get_log_settings(**kw)):
+        for headers in ({}, wrong):
+            with pytest.raises(InferenceServerException) as info:
+                call(headers=headers)
+            assert "restricted" in info.value.message(), info.value.message()
+    index = client.get_model_repository_index(headers=server.admin_headers(protocol))
+    names = {m["name"] for m in index} if protocol == "http" else {m.name for m in index.models}
+    assert {"tryon", "recolor", "gmm"} <= names
+    as_json = {"as_json": True} if protocol == "grpc" else {}  # the HTTP client always returns JSON
+    stats = client.get_inference_statistics(model_name="tryon", headers=server.admin_headers(protocol), **as_json)
+    assert stats["model_stats"][0]["name"] == "tryon"
+    # the public surface stays open: health, metadata, config, inference
+    assert client.is_server_ready() and client.is_model_ready("tryon")
+    assert client.get_model_metadata("tryon") and client.get_model_config("recolor")
+    out = _infer(client, protocol, contract.TRYON, {"person_image": PERSON_JPEG, "garment_image": BLACK})
+    assert out["tryon_image"].shape == (1, 250, 333, 3)
+
+
+@pytest.mark.server
+def test_admin_key_over_raw_http(server):
+    """The exact statuses an operator sees with curl: 403 without the header, 200 with it."""
+    url = server.http_url
+    assert _http_status(url, "/v2/repository/index", method="POST") == 403
+    assert _http_status(url, "/v2/models/stats") == 403
+    assert _http_status(url, "/v2/repository/index", server.admin_headers("http"), method="POST") == 200
+    assert _http_status(url, "/v2/models/stats", server.admin_headers("http")) == 200
+    assert _http_status(url, "/v2/health/ready") == 200 and _http_status(url, "/v2/models/tryon/config") == 200
+
+
+def test_admin_key_from_env_is_validated(monkeypatch):
+    from drape_serving.server import ServerStartError, _restricted_api_args, admin_key_from_env
+
+    monkeypatch.delenv("DRAPE_ADMIN_KEY", raising=False)
+    a, b = admin_key_from_env(), admin_key_from_env()
+    assert a != b and len(a) >= 16  # generated per start, never a fixed default
+    monkeypatch.setenv("DRAPE_ADMIN_KEY", "operator-chosen-key-123")
+    assert admin_key_from_env() == "operator-chosen-key-123"
+    monkeypatch.setenv("DRAPE_ADMIN_KEY", "short:=")
+    with pytest.raises(ServerStartError, match="DRAPE_ADMIN_KEY"):
+        admin_key_from_env()
+    args = _restricted_api_args("k" * 20)
+    assert args == [f"--http-restricted-api=model-repository,shared-memory,statistics,trace,logging:drape-admin-key={'k' * 20}",
+                    f"--grpc-restricted-protocol=model-repository,shared-memory,statistics,trace,logging:drape-admin-key={'k' * 20}"]
+
+
+# ------------------------------ 512x384 and 1024x768 repositories with a tiny entry queue (backpressure)
+
+
+@pytest.fixture(scope="module", params=[(512, 384), (1024, 768)], ids=["512x384", "1024x768"])
+def server_hires(request, tmp_path_factory):
+    """Tiny networks at a higher resolution, assembled with an entry queue of 1 so a burst must hit the limit."""
+    from drape_export.repository import ServingSettings, assemble
+    from drape_serving.server import start_server
+
+    hw = request.param
+    root = tmp_path_factory.mktemp(f"serving{hw[0]}")
+    settings = ServingSettings(intra_op_threads=1, entry_queue_size=1, max_queue_size=2)
+    assemble(write_tiny_networks(root / "onnx", hw=hw), root / "repo", settings=settings)
+    with start_server(root / "repo", log_file=root / "tritonserver.log", ready_timeout=240) as handle:
+        handle.resolution = hw
+        yield handle
+
+
+@pytest.mark.server
+def test_higher_resolution_repository_serves_both_ensembles(server_hires):
+    client = _client(server_hires, "grpc")
+    config = client.get_model_config("tryon_preprocess", as_json=True)["config"]
+    assert [int(d) for d in config["output"][0]["dims"]] == [3, *server_hires.resolution]
+    from drape_serving.codec import decode_image
+
+    orig = decode_image(PERSON_PNG, "person_image").astype(int)
+    out = _infer(client, "grpc", contract.TRYON, {"person_image": PERSON_PNG, "garment_image": WHITE})
+    assert out["tryon_image"].shape == (1, 1024, 768, 3)
+    assert np.abs(out["tryon_image"][0].astype(int) - (255 - orig)).mean() < 3.0
+    out = _infer(client, "grpc", contract.RECOLOR, {"on_model_image": PERSON_JPEG, "still_image": BLACK})
+    assert out["recolored_image"].shape == (1, 250, 333, 3) and (out["garment_mask"] == 0).all()
+
+
+@pytest.mark.server
+def test_burst_over_the_queue_limit_is_rejected_cleanly(server_hires):
+    """Backpressure: 24 concurrent large requests into an entry queue of 1. The overflow is rejected at once
+    with UNAVAILABLE (retryable), every admitted request completes, and the server stays ready."""
+    client = _client(server_hires, "grpc")
+    results: dict[int, object] = {}
+    done = threading.Event()
+    lock = threading.Lock()
+    n = 24
+
+    def callback(index, result, error):
+        with lock:
+            results[index] = error if error is not None else result
+            if len(results) == n:
+                done.set()
+
+    for i in range(n):
+        inputs = []
+        for name, data in (("person_image", PERSON_PNG), ("garment_image", WHITE)):
+            arr = np.frombuffer(data, np.uint8)[None]
+            tensor = grpcclient.InferInput(name, list(arr.shape), "UINT8")
+            tensor.set_data_from_numpy(arr)
+            inputs.append(tensor)
+        client.async_infer("tryon", inputs, callback=lambda result, error, i=i: callback(i, result, error))
+    assert done.wait(timeout=240), f"only {len(results)} of {n} requests finished"
+    rejected = [r for r in results.values() if isinstance(r, InferenceServerException)]
+    served = [r for r in results.values() if not isinstance(r, Exception)]
+    assert rejected, "a burst of 24 into an entry queue of 1 was never rejected"
+    assert len(rejected) + len(served) == n and served
+    for err in rejected:
+        assert str(err.status()) == "StatusCode.UNAVAILABLE" and "queue" in err.message().lower(), err
+    for r in served:
+        assert r.as_numpy("tryon_image").shape == (1, 1024, 768, 3)
+    assert client.is_server_ready() and client.is_model_ready("tryon")
 
 
 @pytest.mark.server
@@ -636,7 +917,8 @@ def test_cli_runs_in_foreground_and_exits_0_on_sigterm(tiny_repo):
     from drape_serving.server import free_ports
 
     http, grpc, metrics = free_ports(3)
-    env = dict(os.environ, HTTP_PORT=str(http), GRPC_PORT=str(grpc), METRICS_PORT=str(metrics))
+    key = "cli-test-admin-key-0123456789"
+    env = dict(os.environ, HTTP_PORT=str(http), GRPC_PORT=str(grpc), METRICS_PORT=str(metrics), DRAPE_ADMIN_KEY=key)
     proc = subprocess.Popen(
         [sys.executable, "-m", "drape_serving.server", "--model-repository", str(tiny_repo), "--address", "127.0.0.1"],
         env=env,
@@ -659,6 +941,8 @@ def test_cli_runs_in_foreground_and_exits_0_on_sigterm(tiny_repo):
         assert ready.wait(timeout=240), "".join(lines[-40:])
         with urllib.request.urlopen(f"http://127.0.0.1:{http}/v2/health/ready", timeout=5) as resp:
             assert resp.status == 200
+        assert _http_status(f"127.0.0.1:{http}", "/v2/repository/index", method="POST") == 403
+        assert _http_status(f"127.0.0.1:{http}", "/v2/repository/index", {"drape-admin-key": key}, method="POST") == 200
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=120)
     finally:
@@ -669,3 +953,4 @@ def test_cli_runs_in_foreground_and_exits_0_on_sigterm(tiny_repo):
     err = "".join(lines)
     assert proc.returncode == 0, err[-3000:]
     assert f"localhost:{grpc}" in err and "stopping tritonserver" in err
+    assert f"-H 'drape-admin-key: {key}'" in err and "from $DRAPE_ADMIN_KEY" in err

@@ -1,14 +1,28 @@
-"""Checkpoint -> ONNX (opset 17, dynamic batch axis), checked with onnx.checker and against PyTorch with ORT.
+"""Checkpoint -> ONNX (opset 17, dynamic batch axis), simplified, checked, and an FP16 twin for TensorRT.
 
 Reads <checkpoints>/<network>/{weights.pt,card.json} as written by training and writes
-<out>/<network>/{model.onnx,card.json}; the card gains an "onnx" section with the opset and the measured parity.
+<out>/<network>/{model.onnx, model.fp16.onnx, card.json}:
+
+* ``model.onnx`` — FP32, simplified with onnxsim (constant folding + shape inference + dead-node removal), checked
+  with ``onnx.checker`` (full check) and compared with PyTorch under ONNX Runtime on random inputs AND on real
+  samples rendered by the training data pipeline at the card's resolution (max abs diff <= 1e-3 for both).
+* ``model.fp16.onnx`` — the same graph with FP16 weights and activations and FP32 I/O (Cast nodes at the
+  boundary), so Triton configs do not change between the CPU (FP32 ONNX) and GPU (FP16 TensorRT) targets.
+  TensorRT builds it as a strongly-typed network (the only mode TensorRT 11 has). Its difference from FP32 on the
+  real samples and the ONNX Runtime CPU latency of both are measured and recorded in the card.
+
+The card gains an "onnx" section with everything measured here.
 """
 from __future__ import annotations
 
 import json
 import os
+import tempfile
+import time
 import warnings
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import onnx
@@ -20,6 +34,36 @@ from drape_train.models import NETWORKS, build
 
 OPSET = 17
 PARITY_TOL = 1e-3
+ONNX_FILE = "model.onnx"
+FP16_FILE = "model.fp16.onnx"
+REAL_SAMPLES = 4          # rendered test-split pairs used for the real-sample parity and the FP16 measurement
+REAL_SEED = 0             # the dataset seed: the samples are the test split of a `generate --seed 0` dataset
+# Ops kept in FP32 inside the FP16 graph (Cast nodes around them). Empty by default: the measured FP16 error
+# (card onnx.fp16) is small enough everywhere; list op types here if a network needs it.
+FP16_KEEP_FP32: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DiffStats:
+    """How far one set of outputs is from a reference: max, mean and 99.9th percentile of |a - b| over all outputs."""
+
+    max_abs: float
+    mean_abs: float
+    p999_abs: float
+
+    @classmethod
+    def of(cls, got: list[np.ndarray], ref: list[np.ndarray]) -> "DiffStats":
+        if len(got) != len(ref):
+            raise ValueError(f"{len(got)} outputs vs {len(ref)} reference outputs")
+        diffs = []
+        for g, r in zip(got, ref):
+            if g.shape != r.shape:
+                raise ValueError(f"output shape {list(g.shape)} differs from the reference's {list(r.shape)}")
+            diffs.append(np.abs(g.astype(np.float64) - r.astype(np.float64)).ravel())
+        d = np.concatenate(diffs)
+        if not np.isfinite(d).all():
+            return cls(float("inf"), float("inf"), float("inf"))
+        return cls(float(d.max()), float(d.mean()), float(np.quantile(d, 0.999)))
 
 
 def load_network(ckpt_dir: Path) -> tuple[torch.nn.Module, dict]:
@@ -46,46 +90,192 @@ def sample_inputs(card: dict, batch: int, seed: int) -> list[np.ndarray]:
     return out
 
 
-def export_network(ckpt_dir: Path, out_dir: Path, opset: int = OPSET) -> dict:
-    net, card = load_network(ckpt_dir)
-    names_in, names_out = list(net.input_names), list(net.output_names)
-    assert names_in == [s["name"] for s in card["inputs"]], f"{ckpt_dir}: card inputs disagree with the network"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / f".model.onnx.tmp{os.getpid()}"
-    example = tuple(torch.from_numpy(x) for x in sample_inputs(card, 2, seed=0))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(net, example, str(tmp), dynamo=False, opset_version=opset, input_names=names_in,
-                          output_names=names_out, dynamic_axes={n: {0: "batch"} for n in names_in + names_out})
-    model = onnx.load(str(tmp))
-    onnx.checker.check_model(model, full_check=True)
-    diff = parity(net, str(tmp), card)
-    if diff > PARITY_TOL:
-        tmp.unlink()
-        raise RuntimeError(f"{card['name']}: ONNX Runtime differs from PyTorch by {diff:.2e} > {PARITY_TOL}")
-    os.replace(tmp, out_dir / "model.onnx")
-    card = {**card, "onnx": {"opset": opset, "parity_max_abs_diff": diff, "onnxruntime": ort.__version__,
-                             "torch": torch.__version__, "ops": sorted({n.op_type for n in model.graph.node})}}
-    (out_dir / "card.json").write_text(json.dumps(card, indent=2))
-    return card
+class RealSamples:
+    """Real network inputs: a few test-split pairs rendered by the training data pipeline at one resolution.
+
+    The inputs go through the same per-network dataset views (``drape_train.datasets.NetworkDataset``) and the
+    same batch -> network-input mapping (``Objective.inputs``) as training validation, so parity is measured on
+    the distribution the networks were trained on, not only on noise.
+    """
+
+    def __init__(self, root: Path, height: int, width: int, n: int = REAL_SAMPLES, seed: int = REAL_SEED):
+        from drape_train.data.layout import write_dataset
+
+        self.root, self.hw, self.n = Path(root), (height, width), n
+        write_dataset(self.root, {"test": n}, seed=seed, height=height, width=width, workers=1, progress=False)
+
+    def inputs(self, card: dict) -> list[np.ndarray]:
+        from drape_train.datasets import NetworkDataset
+        from drape_train.objectives import Objective
+
+        hw = (card["resolution"]["height"], card["resolution"]["width"])
+        if hw != self.hw:
+            raise ValueError(f"{card['name']}: card resolution {hw} but the samples were rendered at {self.hw}")
+        ds = NetworkDataset(str(self.root), "test", card["name"], seed=REAL_SEED)
+        items = [ds[i] for i in range(min(self.n, len(ds)))]
+        batch = {k: torch.stack([it[k] for it in items]) for k in items[0]}
+        # Objective.inputs reads only `.name`: calling it unbound keeps the exact training mapping without
+        # building the objective's loss networks.
+        xs = Objective.inputs(SimpleNamespace(name=card["name"]), batch)
+        return [x.numpy().astype(np.float32) for x in xs]
+
+
+def simplify(model: onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
+    """onnxsim: constant folding, shape inference and dead-node removal, checked by onnxsim on random inputs."""
+    import onnxsim
+
+    simplified, ok = onnxsim.simplify(model)
+    if not ok:
+        raise RuntimeError("onnxsim could not validate the simplified graph against the original")
+    return simplified, f"onnxsim {onnxsim.__version__.lstrip('v')}"
+
+
+def toposort(graph: onnx.GraphProto) -> None:
+    """Order ``graph.node`` topologically in place (the FP16 converter appends its boundary Casts at the end)."""
+    known = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        rest = []
+        for node in pending:
+            if all(name in known for name in node.input):
+                ordered.append(node)
+                known.update(node.output)
+            else:
+                rest.append(node)
+        if len(rest) == len(pending):
+            missing = sorted({n for node in rest for n in node.input if n not in known})
+            raise ValueError(f"graph is not a DAG or reads undefined tensors: {missing[:5]}")
+        pending = rest
+    del graph.node[:]
+    graph.node.extend(ordered)
+
+
+def to_fp16(model: onnx.ModelProto, keep_fp32: tuple[str, ...] = FP16_KEEP_FP32) -> onnx.ModelProto:
+    """FP16 weights/activations with FP32 graph I/O (Cast at the boundary) for a strongly-typed TensorRT build.
+
+    Uses ONNX Runtime's converter (``onnxruntime.transformers.float16``, the maintained copy of
+    onnxconverter-common's) so no extra dependency is needed.
+    """
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
+
+    converted = convert_float_to_float16(
+        model, keep_io_types=True, disable_shape_infer=False, op_block_list=list(DEFAULT_OP_BLOCK_LIST) + list(keep_fp32)
+    )
+    toposort(converted.graph)
+    onnx.checker.check_model(converted, full_check=True)
+    return converted
+
+
+def ort_session(path: str | Path, threads: int = 0) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3  # the FP16 graph logs one warning per inserted CPU Cast otherwise
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def ort_run(session: ort.InferenceSession, card: dict, xs: list[np.ndarray]) -> list[np.ndarray]:
+    return session.run(None, {s["name"]: x for s, x in zip(card["inputs"], xs)})
+
+
+def torch_run(net: torch.nn.Module, xs: list[np.ndarray]) -> list[np.ndarray]:
+    with torch.no_grad():
+        ref = net(*[torch.from_numpy(x) for x in xs])
+    return [r.numpy() for r in (ref if isinstance(ref, tuple) else (ref,))]
+
+
+def ort_latency_ms(session: ort.InferenceSession, card: dict, xs: list[np.ndarray], repeats: int = 3) -> float:
+    """Median wall time of one ``run`` (after one warm-up run)."""
+    ort_run(session, card, xs)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        ort_run(session, card, xs)
+        times.append((time.perf_counter() - t0) * 1000.0)
+    return float(np.median(times))
 
 
 def parity(net: torch.nn.Module, onnx_path: str, card: dict, batch: int = 3) -> float:
     """Max abs difference between PyTorch and ONNX Runtime over all outputs, at a batch size not exported with."""
     xs = sample_inputs(card, batch, seed=1)
-    sess = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
-    got = sess.run(None, {s["name"]: x for s, x in zip(card["inputs"], xs)})
-    with torch.no_grad():
-        ref = net(*[torch.from_numpy(x) for x in xs])
-    ref = ref if isinstance(ref, tuple) else (ref,)
-    return max(float(np.abs(g - r.numpy()).max()) for g, r in zip(got, ref))
+    return DiffStats.of(ort_run(ort_session(onnx_path), card, xs), torch_run(net, xs)).max_abs
+
+
+def export_network(ckpt_dir: Path, out_dir: Path, opset: int = OPSET, samples: RealSamples | None = None) -> dict:
+    """Export one network; see the module docstring. ``samples`` defaults to freshly rendered real samples."""
+    net, card = load_network(ckpt_dir)
+    names_in, names_out = list(net.input_names), list(net.output_names)
+    assert names_in == [s["name"] for s in card["inputs"]], f"{ckpt_dir}: card inputs disagree with the network"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / f".model.onnx.tmp{os.getpid()}"
+    tmp16 = out_dir / f".model.fp16.onnx.tmp{os.getpid()}"
+    try:
+        example = tuple(torch.from_numpy(x) for x in sample_inputs(card, 2, seed=0))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(net, example, str(tmp), dynamo=False, opset_version=opset, input_names=names_in,
+                              output_names=names_out, dynamic_axes={n: {0: "batch"} for n in names_in + names_out})
+        raw = onnx.load(str(tmp))
+        model, simplifier = simplify(raw)
+        onnx.checker.check_model(model, full_check=True)
+        onnx.save(model, str(tmp))
+
+        random_diff = parity(net, str(tmp), card)
+        if samples is None:
+            with tempfile.TemporaryDirectory(prefix="drape-real-") as root:
+                xs_real = RealSamples(Path(root), card["resolution"]["height"], card["resolution"]["width"]).inputs(card)
+        else:
+            xs_real = samples.inputs(card)
+        fp32 = ort_session(tmp)
+        got32 = ort_run(fp32, card, xs_real)
+        real = DiffStats.of(got32, torch_run(net, xs_real))
+        worst = max(random_diff, real.max_abs)
+        if not worst <= PARITY_TOL:
+            raise RuntimeError(f"{card['name']}: ONNX Runtime differs from PyTorch by {worst:.2e} > {PARITY_TOL} "
+                               f"(random inputs {random_diff:.2e}, real samples {real.max_abs:.2e})")
+
+        model16 = to_fp16(model)
+        onnx.save(model16, str(tmp16))
+        fp16 = ort_session(tmp16)
+        fp16_diff = DiffStats.of(ort_run(fp16, card, xs_real), got32)
+        one = [x[:1] for x in xs_real]
+        latency = {"fp32": ort_latency_ms(fp32, card, one), "fp16": ort_latency_ms(fp16, card, one)}
+        os.replace(tmp, out_dir / ONNX_FILE)
+        os.replace(tmp16, out_dir / FP16_FILE)
+    finally:
+        tmp.unlink(missing_ok=True)
+        tmp16.unlink(missing_ok=True)
+
+    card = {**card, "onnx": {
+        "opset": opset, "onnxruntime": ort.__version__, "onnx": onnx.__version__, "torch": torch.__version__,
+        "simplifier": simplifier, "nodes_exported": len(raw.graph.node), "nodes": len(model.graph.node),
+        "parity_max_abs_diff": max(random_diff, real.max_abs),
+        "parity_random_max_abs_diff": random_diff,
+        "parity_real": {"samples": len(xs_real[0]), **asdict(real)},
+        "ops": sorted({n.op_type for n in model.graph.node}),
+        "fp16": {
+            "file": FP16_FILE, "io": "float32 (Cast at the graph boundary)", "keep_fp32_ops": list(FP16_KEEP_FP32),
+            "vs_fp32_on_real": asdict(fp16_diff),
+            "ort_cpu_ms_batch1": latency,
+        },
+    }}
+    tmp_card = out_dir / f".card.json.tmp{os.getpid()}"
+    tmp_card.write_text(json.dumps(card, indent=2))
+    os.replace(tmp_card, out_dir / "card.json")
+    return card
 
 
 def export_all(checkpoints: Path, out: Path, networks=NETWORKS) -> list[dict]:
+    """Export ``networks``; real samples are rendered once per resolution and shared."""
     cards = []
-    for name in networks:
-        ckpt = checkpoints / name
-        if not (ckpt / "weights.pt").exists():
-            raise FileNotFoundError(f"{ckpt}/weights.pt missing: train {name} first (make train)")
-        cards.append(export_network(ckpt, out / name))
+    with tempfile.TemporaryDirectory(prefix="drape-real-") as root:
+        samples: dict[tuple[int, int], RealSamples] = {}
+        for name in networks:
+            ckpt = checkpoints / name
+            if not (ckpt / "weights.pt").exists():
+                raise FileNotFoundError(f"{ckpt}/weights.pt missing: train {name} first (make train)")
+            res = json.loads((ckpt / "card.json").read_text())["resolution"]
+            hw = (int(res["height"]), int(res["width"]))
+            if hw not in samples:
+                samples[hw] = RealSamples(Path(root) / f"{hw[0]}x{hw[1]}", *hw)
+            cards.append(export_network(ckpt, out / name, samples=samples[hw]))
     return cards

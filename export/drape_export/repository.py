@@ -12,29 +12,42 @@ Triton model repository:
   and the ensembles, their configs from ``configs/*.pbtxt`` with ``{height}``
   and ``{width}`` filled from the cards.
 
-The repository is built in a temporary directory next to ``out_dir`` and
-renamed into place only when complete, so a server never sees half a
-repository and a failed build leaves the previous one untouched.
+Versions: every model config carries ``version_policy: { latest: { num_versions: 1 } }``
+and the first assembly writes version ``1/``. Re-assembling into an existing
+repository of the same target, resolution and model set writes each model's
+next version (``2/``, ``3/``...) beside the current one: the whole new tree is
+first built in a temporary directory next to ``out_dir``, then each new
+version directory is moved in under a hidden temporary name and renamed to its
+number, so Triton (in poll/explicit mode) only ever sees complete versions; the
+config and card are replaced by rename after it. The previous version is kept
+(for rollback: delete the newest version directory) and older ones are pruned.
+Any other change (another resolution, target or model set) cannot be served by
+the old configs, so the whole repository is swapped by one rename instead. A
+failed build leaves the previous repository untouched.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from drape_serving import contract
+from drape_serving.plan_check import PlanMismatchError, Runtime, check_card, detect_runtime
 
 __all__ = [
     "AssemblyError",
     "CardTensor",
     "ModelCard",
     "AssemblyReport",
+    "ServingSettings",
+    "DEFAULT_SETTINGS",
     "assemble",
     "load_cards",
     "network_config",
@@ -43,9 +56,6 @@ __all__ = [
 ]
 
 TARGETS = ("cpu", "gpu")
-PREFERRED_BATCH_SIZES = (4, 8)
-MAX_QUEUE_DELAY_US = 2000
-DEFAULT_INTRA_OP_THREADS = 2
 CARD_FILE = "card.json"
 ONNX_FILE = "model.onnx"
 PLAN_FILE = "model.plan"
@@ -53,10 +63,66 @@ MANIFEST_FILE = "manifest.json"
 _CARD_FORMAT_VERSION = 1
 _CARD_DTYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "uint8": "TYPE_UINT8", "int64": "TYPE_INT64", "int32": "TYPE_INT32"}
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_]+)\}")
+VERSION_POLICY = "version_policy: { latest: { num_versions: 1 } }"
+KEEP_VERSIONS = 2  # the new version and the previous one (rollback)
 
 
 class AssemblyError(RuntimeError):
     """The inputs cannot make a consistent repository (bad/missing cards, resolution mismatch...)."""
+
+
+@dataclass(frozen=True)
+class ServingSettings:
+    """Batching, instance and queue settings written into the generated configs.
+
+    The defaults were chosen by measurement on the 2-core CPU reference machine with
+    ``python -m drape_export sweep`` (BENCHMARKS.md, "Serving configuration sweep"); re-run the sweep on other
+    hardware and pass the winners with ``python -m drape_export repo --instances ... --intra-op-threads ...``.
+
+    * ``instances`` / ``intra_op_threads``: instance_group count of every network model and ONNX Runtime
+      intra-op threads per instance (CPU target; 0 = one per core).
+    * ``max_queue_delay_us`` / ``preferred_batch_sizes``: the networks' dynamic batcher.
+    * ``max_queue_size``: backpressure. Triton 2.51 has no ``ensemble_scheduling.max_inflight_requests``, so
+      every composing model's dynamic batcher gets ``default_queue_policy { max_queue_size }``: a request that
+      finds the queue full is rejected at once with UNAVAILABLE ("Exceeds maximum queue size") instead of
+      queueing without bound (postprocess models too). The preprocess models (the ensembles' entry step, where
+      decoded full-resolution images are created) get the smaller ``entry_queue_size``.
+    * ``prepost_instances``: instance count of the python pre/post models.
+    """
+
+    instances: int = 2            # measured: 2 x 1 thread beats 1 x 1 (+30% req/s at 4 clients) and 1 x 2 (2x)
+    intra_op_threads: int = 1
+    max_queue_delay_us: int = 0   # measured: 2000 us cost 15% req/s at 4 clients and gained nothing at 1
+    preferred_batch_sizes: tuple[int, ...] = (4, 8)
+    max_queue_size: int = 32
+    entry_queue_size: int = 16
+    prepost_instances: int = 2    # measured: a tie on throughput, lower 1-client p50 and 4-client p95
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name in ("instances", "prepost_instances", "max_queue_size", "entry_queue_size"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.intra_op_threads < 0:
+            problems.append(f"intra_op_threads must be >= 0 (0 = one per core), got {self.intra_op_threads}")
+        if self.max_queue_delay_us < 0:
+            problems.append(f"max_queue_delay_us must be >= 0, got {self.max_queue_delay_us}")
+        if not self.preferred_batch_sizes or any(b < 1 for b in self.preferred_batch_sizes):
+            problems.append(f"preferred_batch_sizes must be positive, got {list(self.preferred_batch_sizes)}")
+        if problems:
+            raise AssemblyError("invalid serving settings: " + "; ".join(problems))
+
+    def template_values(self) -> dict[str, str]:
+        """Placeholders the pre/post/ensemble config templates may use besides {height}/{width}."""
+        return {
+            "prepost_instances": str(self.prepost_instances),
+            "entry_queue_size": str(self.entry_queue_size),
+            "max_queue_size": str(self.max_queue_size),
+        }
+
+
+DEFAULT_SETTINGS = ServingSettings()
+DEFAULT_INTRA_OP_THREADS = DEFAULT_SETTINGS.intra_op_threads
 
 
 # ----------------------------------------------------------------------------- cards
@@ -188,12 +254,15 @@ def load_cards(onnx_dir: str | Path) -> list[ModelCard]:
     return cards
 
 
-def _check_onnx_io(card: ModelCard) -> None:
-    """Cheap early check that the graph's I/O names match the card (skipped when onnx is not installed)."""
+def _check_onnx_io(card: ModelCard) -> list[str]:
+    """Check that the graph's I/O names match the card; return the external-data files the graph references.
+
+    Skipped (returns ``[]``) when onnx is not installed.
+    """
     try:
         import onnx
     except ImportError:
-        return
+        return []
     path = card.directory / ONNX_FILE
     try:
         model = onnx.load(str(path), load_external_data=False)
@@ -209,6 +278,11 @@ def _check_onnx_io(card: ModelCard) -> None:
             f"{path}: graph I/O does not match {CARD_FILE}: graph inputs {sorted(graph_in)} vs card {sorted(card_in)}, "
             f"graph outputs {sorted(graph_out)} vs card {sorted(card_out)}"
         )
+    external = set()
+    for tensor in model.graph.initializer:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            external.update(e.value for e in tensor.external_data if e.key == "location")
+    return sorted(external)
 
 
 # ---------------------------------------------------------------------------- configs
@@ -226,46 +300,57 @@ def _tensor_block(kind: str, tensors: Iterable[CardTensor]) -> str:
     return f"{kind} [\n" + ",\n".join(entries) + "\n]\n"
 
 
-def network_config(card: ModelCard, target: str, intra_op_num_threads: int = DEFAULT_INTRA_OP_THREADS) -> str:
-    """The ``config.pbtxt`` text for one network, generated from its card."""
+def network_config(
+    card: ModelCard,
+    target: str,
+    intra_op_num_threads: int | None = None,
+    *,
+    settings: ServingSettings = DEFAULT_SETTINGS,
+) -> str:
+    """The ``config.pbtxt`` text for one network, generated from its card and the serving settings."""
     if target not in TARGETS:
         raise AssemblyError(f"unknown target {target!r}; expected one of {TARGETS}")
-    preferred = [b for b in PREFERRED_BATCH_SIZES if b <= card.max_batch_size]
+    threads = settings.intra_op_threads if intra_op_num_threads is None else intra_op_num_threads
+    preferred = [b for b in settings.preferred_batch_sizes if b <= card.max_batch_size] or [card.max_batch_size]
     lines = [
         f"# Generated by drape_export.repository from {card.name}/{CARD_FILE}; do not edit.",
         f'name: "{card.model_name}"',
     ]
     if target == "cpu":
-        lines += ['backend: "python"  # ONNX Runtime CPU session in 1/model.py (onnx_runner.py)']
+        lines += ['backend: "python"  # ONNX Runtime CPU session in <version>/model.py (onnx_runner.py)']
     else:
         lines += ['platform: "tensorrt_plan"', f'default_model_filename: "{PLAN_FILE}"']
     lines.append(f"max_batch_size: {card.max_batch_size}")
+    lines.append(VERSION_POLICY)
     text = "\n".join(lines) + "\n"
     text += _tensor_block("input", card.inputs)
     text += _tensor_block("output", card.outputs)
     text += (
         "dynamic_batching {\n"
         f"  preferred_batch_size: [ {_dims(preferred)} ]\n"
-        f"  max_queue_delay_microseconds: {MAX_QUEUE_DELAY_US}\n"
+        f"  max_queue_delay_microseconds: {settings.max_queue_delay_us}\n"
+        f"  default_queue_policy {{ max_queue_size: {settings.max_queue_size} }}  # full queue: reject (UNAVAILABLE)\n"
         "}\n"
     )
     kind = "KIND_CPU" if target == "cpu" else "KIND_GPU"
-    text += f"instance_group [ {{ count: 1, kind: {kind} }} ]\n"
+    text += f"instance_group [ {{ count: {settings.instances}, kind: {kind} }} ]\n"
     if target == "cpu":
         text += (
             'parameters { key: "intra_op_num_threads" value: { string_value: "'
-            f'{intra_op_num_threads}" }} }}\n'
+            f'{threads}" }} }}\n'
         )
     return text
 
 
-def fill_placeholders(text: str, height: int, width: int, source: str = "config") -> str:
-    """Replace ``{height}``/``{width}``; refuse any other ``{name}`` placeholder left in the text."""
-    values = {"height": str(height), "width": str(width)}
-    unknown = sorted({m.group(1) for m in _PLACEHOLDER.finditer(text)} - set(values))
+def fill_placeholders(
+    text: str, height: int, width: int, source: str = "config", values: Mapping[str, object] | None = None
+) -> str:
+    """Replace ``{height}``/``{width}`` (and the names in ``values``); refuse any other ``{name}`` left in the text."""
+    known = {"height": str(height), "width": str(width), **{k: str(v) for k, v in (values or {}).items()}}
+    unknown = sorted({m.group(1) for m in _PLACEHOLDER.finditer(text)} - set(known))
     if unknown:
-        raise AssemblyError(f"{source}: unknown placeholders {unknown}; only {{height}} and {{width}} are filled")
-    return _PLACEHOLDER.sub(lambda m: values[m.group(1)], text)
+        raise AssemblyError(f"{source}: unknown placeholders {unknown}; known: {sorted(known)}")
+    return _PLACEHOLDER.sub(lambda m: known[m.group(1)], text)
 
 
 # ---------------------------------------------------------------------------- sources
@@ -298,7 +383,7 @@ def serving_sources(root: str | Path | None = None) -> ServingSources:
 
 @dataclass
 class AssemblyReport:
-    """What ``assemble`` produced."""
+    """What ``assemble`` produced. ``mode`` is "new", "replaced" (whole-tree swap) or "versioned"."""
 
     out_dir: Path
     target: str
@@ -307,15 +392,23 @@ class AssemblyReport:
     ensembles: list[str] = field(default_factory=list)
     skipped_ensembles: dict[str, str] = field(default_factory=dict)
     missing_plans: list[str] = field(default_factory=list)
+    plan_notes: list[str] = field(default_factory=list)
+    mode: str = "new"
+    versions: dict[str, int] = field(default_factory=dict)
+    replaced_because: str = ""
 
     def summary(self) -> str:
+        version = sorted(set(self.versions.values()))
         lines = [
             f"model repository: {self.out_dir} (target {self.target}, resolution {self.resolution[0]}x{self.resolution[1]})",
             f"  networks:  {', '.join(self.networks)}",
             f"  ensembles: {', '.join(self.ensembles) or '(none)'}",
+            f"  {self.mode}: model version {', '.join(map(str, version))}"
+            + (f" (whole repository swapped: {self.replaced_because})" if self.replaced_because else ""),
         ]
         lines += [f"  skipped ensemble {name}: {why}" for name, why in self.skipped_ensembles.items()]
         lines += [f"  WARNING: {name} has no {PLAN_FILE}; build it with TensorRT before serving" for name in self.missing_plans]
+        lines += [f"  note: {note}" for note in self.plan_notes]
         return "\n".join(lines)
 
 
@@ -333,60 +426,87 @@ def _resolution(cards: list[ModelCard], height: int | None, width: int | None) -
     return resolution
 
 
-def _copy_network(card: ModelCard, model_dir: Path, target: str, sources: ServingSources, threads: int) -> bool:
-    """Write one network model; returns False when a GPU plan is missing."""
+def _copy_network(
+    card: ModelCard,
+    model_dir: Path,
+    target: str,
+    sources: ServingSources,
+    settings: ServingSettings,
+    external: list[str],
+    runtime: Runtime | None,
+    notes: list[str],
+) -> bool:
+    """Write one network model (version ``1/`` of the staging tree); returns False when a GPU plan is missing."""
     version_dir = model_dir / "1"
     version_dir.mkdir(parents=True)
-    (model_dir / "config.pbtxt").write_text(network_config(card, target, threads))
-    shutil.copy2(card.directory / CARD_FILE, model_dir / CARD_FILE)
+    (model_dir / "config.pbtxt").write_text(network_config(card, target, settings=settings))
+    for dest in (model_dir, version_dir):  # the version's own card is what the plan pre-start check reads
+        shutil.copy2(card.directory / CARD_FILE, dest / CARD_FILE)
     if target == "cpu":
         shutil.copy2(sources.python_models / "onnx_runner.py", version_dir / "model.py")
-        # model.onnx plus any external-data files the export wrote next to it.
-        for path in sorted(card.directory.iterdir()):
-            if path.is_file() and path.name not in (CARD_FILE, PLAN_FILE):
-                shutil.copy2(path, version_dir / path.name)
+        for name in [ONNX_FILE, *external]:
+            shutil.copy2(card.directory / name, version_dir / name)
         return True
     plan = card.directory / PLAN_FILE
     if plan.is_file():
+        try:
+            notes += check_card(card.raw, runtime or Runtime(), f"{card.directory / PLAN_FILE}")
+        except PlanMismatchError as exc:
+            raise AssemblyError(str(exc)) from None
         shutil.copy2(plan, version_dir / PLAN_FILE)
         return True
     (model_dir / "README.md").write_text(
         f"# {card.model_name}: TensorRT plan missing\n\n"
-        f"This GPU model expects `1/{PLAN_FILE}`, built by TensorRT from `{card.directory / ONNX_FILE}` "
-        f"on the serving GPU type with the TensorRT version of the serving image, then re-assembled "
-        f"(`{card.directory / PLAN_FILE}` is copied here). tritonserver will not load this model until then.\n"
+        f"This GPU model expects `<version>/{PLAN_FILE}`, built by TensorRT from `{card.directory}` "
+        f"(`python -m drape_export trt --onnx-dir {card.directory.parent}`) on the serving GPU type with the "
+        f"TensorRT version of the serving image, then re-assembled (`{card.directory / PLAN_FILE}` is copied "
+        "here). tritonserver will not load this model until then.\n"
     )
     return False
 
 
-def _copy_python_model(model: str, source: str, sources: ServingSources, out: Path, hw: tuple[int, int]) -> None:
-    model_dir = out / model
-    (model_dir / "1").mkdir(parents=True)
-    _write_config(model, sources, model_dir, hw)
-    shutil.copy2(sources.python_models / source, model_dir / "1" / "model.py")
-
-
-def _write_config(model: str, sources: ServingSources, model_dir: Path, hw: tuple[int, int]) -> None:
+def _write_config(
+    model: str, sources: ServingSources, model_dir: Path, hw: tuple[int, int], settings: ServingSettings
+) -> None:
     template = sources.configs / f"{model}.pbtxt"
     if not template.is_file():
         raise AssemblyError(f"config template missing: {template}")
-    text = fill_placeholders(template.read_text(), hw[0], hw[1], str(template))
+    text = fill_placeholders(template.read_text(), hw[0], hw[1], str(template), settings.template_values())
+    if "version_policy" not in text:
+        text += VERSION_POLICY + "\n"
     model_dir.mkdir(parents=True, exist_ok=True)
     (model_dir / "config.pbtxt").write_text(text)
 
 
+def _copy_python_model(
+    model: str, source: str, sources: ServingSources, out: Path, hw: tuple[int, int], settings: ServingSettings
+) -> None:
+    model_dir = out / model
+    (model_dir / "1").mkdir(parents=True)
+    _write_config(model, sources, model_dir, hw, settings)
+    shutil.copy2(sources.python_models / source, model_dir / "1" / "model.py")
+
+
 def _build(
-    cards: list[ModelCard], out: Path, target: str, hw: tuple[int, int], sources: ServingSources, threads: int
+    cards: list[ModelCard],
+    out: Path,
+    target: str,
+    hw: tuple[int, int],
+    sources: ServingSources,
+    settings: ServingSettings,
+    runtime: Runtime | None,
 ) -> AssemblyReport:
+    """Write a complete repository (every model at version 1) into the empty directory ``out``."""
     report = AssemblyReport(out_dir=out, target=target, resolution=hw)
+    if target == "gpu" and runtime is None and any((c.directory / PLAN_FILE).is_file() for c in cards):
+        runtime = detect_runtime()  # once: the plans of every network are checked against the same runtime
     reserved = {name for spec in contract.ENSEMBLES.values() for name in (spec.name, spec.preprocess_model, spec.postprocess_model)}
     available = set()
     for card in cards:
         if card.model_name in reserved:
             raise AssemblyError(f"{card.directory}: network name {card.model_name!r} clashes with a serving model name")
-        if target == "cpu":
-            _check_onnx_io(card)
-        if not _copy_network(card, out / card.model_name, target, sources, threads):
+        external = _check_onnx_io(card) if target == "cpu" else []
+        if not _copy_network(card, out / card.model_name, target, sources, settings, external, runtime, report.plan_notes):
             report.missing_plans.append(card.model_name)
         available.add(card.model_name)
         report.networks.append(card.model_name)
@@ -396,24 +516,87 @@ def _build(
         if missing:
             report.skipped_ensembles[spec.name] = f"missing networks {missing}"
             continue
-        _copy_python_model(spec.preprocess_model, "preprocess.py", sources, out, hw)
-        _copy_python_model(spec.postprocess_model, f"{spec.postprocess_model}.py", sources, out, hw)
-        _write_config(spec.name, sources, out / spec.name, hw)
+        _copy_python_model(spec.preprocess_model, "preprocess.py", sources, out, hw, settings)
+        _copy_python_model(spec.postprocess_model, f"{spec.postprocess_model}.py", sources, out, hw, settings)
+        _write_config(spec.name, sources, out / spec.name, hw, settings)
         (out / spec.name / "1").mkdir()  # Triton requires a (empty) version directory for ensembles
         report.ensembles.append(spec.name)
     if not report.ensembles:
         raise AssemblyError(f"no ensemble can be served: {report.skipped_ensembles}")
+    report.versions = {p.name: 1 for p in out.iterdir() if p.is_dir()}
+    _write_manifest(out, report, cards, settings)
+    return report
 
+
+def _write_manifest(out: Path, report: AssemblyReport, cards: list[ModelCard], settings: ServingSettings) -> None:
     manifest = {
-        "target": target,
-        "resolution": {"height": hw[0], "width": hw[1]},
+        "target": report.target,
+        "resolution": {"height": report.resolution[0], "width": report.resolution[1]},
         "networks": {card.model_name: str(card.directory) for card in cards},
         "ensembles": report.ensembles,
         "skipped_ensembles": report.skipped_ensembles,
         "missing_plans": report.missing_plans,
+        "versions": dict(sorted(report.versions.items())),
+        "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(settings).items()},
     }
-    (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
-    return report
+    tmp = out / f".{MANIFEST_FILE}.tmp-{secrets.token_hex(4)}"
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    os.replace(tmp, out / MANIFEST_FILE)
+
+
+def _read_manifest(repo: Path) -> dict | None:
+    try:
+        return json.loads((repo / MANIFEST_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _incompatibility(existing: Path, built: Path) -> str:
+    """Why the new tree cannot be published as new versions of ``existing`` ("" when it can)."""
+    old, new = _read_manifest(existing), _read_manifest(built)
+    if old is None:
+        return f"no readable {MANIFEST_FILE} in the existing repository"
+    for key in ("target", "resolution"):
+        if old.get(key) != new.get(key):
+            return f"{key} changes from {old.get(key)} to {new.get(key)}"
+    old_models = sorted(p.name for p in existing.iterdir() if p.is_dir() and not p.name.startswith("."))
+    new_models = sorted(p.name for p in built.iterdir() if p.is_dir())
+    if old_models != new_models:
+        return f"the model set changes from {old_models} to {new_models}"
+    return ""
+
+
+def _versions(model_dir: Path) -> list[int]:
+    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def _replace_file(src: Path, dest: Path) -> None:
+    """Move ``src`` over ``dest`` by rename (readers see the old or the new file, never half of one)."""
+    os.replace(src, dest)
+
+
+def _publish_versions(built: Path, out_dir: Path, report: AssemblyReport) -> None:
+    """Move each model of ``built`` into ``out_dir`` as that model's next version, then its config and card."""
+    for staged in sorted(p for p in built.iterdir() if p.is_dir()):
+        model_dir = out_dir / staged.name
+        version = max(_versions(model_dir), default=0) + 1
+        incoming = model_dir / f".{version}.incoming-{secrets.token_hex(4)}"
+        (staged / "1").rename(incoming)  # same filesystem: the staging tree lives next to out_dir
+        incoming.rename(model_dir / str(version))  # the version appears complete, in one step
+        for name in ("config.pbtxt", CARD_FILE, "README.md"):
+            if (staged / name).is_file():
+                _replace_file(staged / name, model_dir / name)
+        report.versions[staged.name] = version
+    manifest = _read_manifest(built) or {}
+    manifest["versions"] = dict(sorted(report.versions.items()))
+    tmp = out_dir / f".{MANIFEST_FILE}.tmp-{secrets.token_hex(4)}"
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    _replace_file(tmp, out_dir / MANIFEST_FILE)
+    for model_dir in (p for p in out_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for old in _versions(model_dir)[:-KEEP_VERSIONS]:
+            shutil.rmtree(model_dir / str(old), ignore_errors=True)
+        for stale in model_dir.glob(".*.incoming-*"):  # left by an interrupted earlier publish
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def _swap_into_place(built: Path, out_dir: Path) -> None:
@@ -438,7 +621,9 @@ def assemble(
     height: int | None = None,
     width: int | None = None,
     *,
-    intra_op_num_threads: int = DEFAULT_INTRA_OP_THREADS,
+    intra_op_num_threads: int | None = None,
+    settings: ServingSettings = DEFAULT_SETTINGS,
+    plan_runtime: Runtime | None = None,
     source_root: str | Path | None = None,
 ) -> AssemblyReport:
     """Build the Triton model repository for ``target`` ("cpu" or "gpu") at ``out_dir``.
@@ -446,10 +631,15 @@ def assemble(
     ``height``/``width``, when given, are what the caller expects; the cards
     are the source of truth and a mismatch is an error. Ensembles whose
     networks are not all present are skipped (listed in the report); having
-    none servable is an error.
+    none servable is an error. ``intra_op_num_threads`` overrides
+    ``settings.intra_op_threads``. GPU plans are checked against
+    ``plan_runtime`` (default: this machine, fields it cannot detect are
+    reported as unverified notes). See the module docstring for versions.
     """
     if target not in TARGETS:
         raise AssemblyError(f"unknown target {target!r}; expected one of {TARGETS}")
+    if intra_op_num_threads is not None:
+        settings = ServingSettings(**{**asdict(settings), "intra_op_threads": intra_op_num_threads})
     cards = load_cards(onnx_dir)
     hw = _resolution(cards, height, width)
     sources = serving_sources(source_root)
@@ -458,10 +648,18 @@ def assemble(
     building = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.building-", dir=out_dir.parent))
     building.chmod(0o755)  # mkdtemp makes it private; the server may run as another user
     try:
-        report = _build(cards, building, target, hw, sources, intra_op_num_threads)
-        _swap_into_place(building, out_dir)
-    except BaseException:
+        report = _build(cards, building, target, hw, sources, settings, plan_runtime)
+        why = _incompatibility(out_dir, building) if out_dir.exists() else ""
+        if not out_dir.exists():
+            _swap_into_place(building, out_dir)
+            report.mode = "new"
+        elif why:
+            _swap_into_place(building, out_dir)
+            report.mode, report.replaced_because = "replaced", why
+        else:
+            _publish_versions(building, out_dir, report)
+            report.mode = "versioned"
+    finally:
         shutil.rmtree(building, ignore_errors=True)
-        raise
     report.out_dir = out_dir
     return report

@@ -12,6 +12,16 @@ writable directory with the matching stub next to ``libtriton_python.so``. The
 stub imports packages from the first ``python`` on PATH, so this interpreter's
 bin directory goes first.
 
+Admin APIs (model-repository, shared-memory, statistics, trace, logging) are restricted on HTTP and gRPC
+behind the header ``drape-admin-key`` (Triton's ``--http-restricted-api`` / ``--grpc-restricted-protocol``; gRPC
+clients send it as ``triton-grpc-protocol-drape-admin-key``). The key comes from ``$DRAPE_ADMIN_KEY`` or is
+generated per start; :meth:`ServerHandle.admin_headers` builds the headers. Health, metadata, model config and
+inference stay open; Prometheus metrics are on their own port. Triton only takes the key on its command line,
+so it is visible to local users who can list processes: run the server in its own container/user.
+
+Before starting, a GPU repository's TensorRT plans are checked against this machine's GPU architecture and
+TensorRT version (``drape_serving.plan_check``); a mismatch refuses to start with a message naming the model.
+
 Torch-free by design: importing this module pulls in only the standard library.
 """
 
@@ -53,6 +63,10 @@ __all__ = [
     "free_port",
     "free_ports",
     "sample_command",
+    "admin_key_from_env",
+    "ADMIN_HEADER",
+    "ADMIN_KEY_ENV",
+    "RESTRICTED_APIS",
     "main",
 ]
 
@@ -67,6 +81,11 @@ _ERROR_LINE = re.compile(r"^E\d{4} ")
 # Harmless on machines without CUDA; kept out of failure summaries so the real error stands out.
 _CPU_NOISE = ("CudaDriverHelper", "CUDA driver version is insufficient")
 _MIB = 1024 * 1024
+ADMIN_KEY_ENV = "DRAPE_ADMIN_KEY"
+ADMIN_HEADER = "drape-admin-key"
+_GRPC_HEADER_PREFIX = "triton-grpc-protocol-"  # Triton prefixes restricted-protocol keys on gRPC
+RESTRICTED_APIS = ("model-repository", "shared-memory", "statistics", "trace", "logging")
+_ADMIN_KEY_FORM = re.compile(r"^[A-Za-z0-9_\-.~]{16,256}$")
 
 
 class ServerStartError(RuntimeError):
@@ -236,8 +255,9 @@ class ServerHandle:
     metrics_port: int
     host: str
     log_file: Path | None
-    command: list[str]
+    command: list[str] = field(repr=False)  # carries the admin key
     startup_s: float = 0.0
+    admin_key: str = field(default="", repr=False)
     _tail: collections.deque = field(default_factory=lambda: collections.deque(maxlen=_LOG_TAIL_LINES), repr=False)
     _errors: collections.deque = field(default_factory=lambda: collections.deque(maxlen=_ERROR_LINES), repr=False)
     _pump: threading.Thread | None = field(default=None, repr=False)
@@ -255,6 +275,13 @@ class ServerHandle:
     @property
     def metrics_url(self) -> str:
         return f"http://{self.host}:{self.metrics_port}/metrics"
+
+    def admin_headers(self, protocol: str = "http") -> dict[str, str]:
+        """Headers that unlock the restricted admin APIs (``headers=`` of tritonclient calls)."""
+        if protocol not in ("http", "grpc"):
+            raise ValueError(f"protocol must be 'http' or 'grpc', got {protocol!r}")
+        name = ADMIN_HEADER if protocol == "http" else _GRPC_HEADER_PREFIX + ADMIN_HEADER
+        return {name: self.admin_key}
 
     def log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:
         """The last ``lines`` non-blank lines tritonserver printed."""
@@ -369,6 +396,7 @@ def _server_command(
     ports: tuple[int, int, int],
     address: str,
     extra_args: Iterable[str],
+    admin_key: str = "",
 ) -> list[str]:
     http_port, grpc_port, metrics_port = ports
     shm_prefix = f"drape_{os.getpid()}_{secrets.token_hex(4)}_"  # unique per server: two servers must not share regions
@@ -384,6 +412,7 @@ def _server_command(
         f"--metrics-address={address}",
         f"--metrics-port={metrics_port}",
         "--allow-gpu-metrics=false",
+        "--metrics-config=summary_latencies=true",  # latency quantiles for monitoring/rules (as in k8s)
         f"--backend-config=python,shm-region-prefix-name={shm_prefix}",
         f"--backend-config=python,shm-default-byte-size={shm_default}",
         f"--backend-config=python,shm-growth-byte-size={64 * _MIB}",
@@ -393,8 +422,27 @@ def _server_command(
         "--log-verbose=0",
         f"--exit-timeout-secs={DEFAULT_EXIT_TIMEOUT_S}",
         *([] if _has_nvidia_gpu() else ["--pinned-memory-pool-byte-size=0"]),  # no CUDA: skip the failing pinned pool
+        *_restricted_api_args(admin_key),
         *extra_args,
     ]
+
+
+def _restricted_api_args(admin_key: str) -> list[str]:
+    if not admin_key:
+        return []
+    restricted = f"{','.join(RESTRICTED_APIS)}:{ADMIN_HEADER}={admin_key}"
+    return [f"--http-restricted-api={restricted}", f"--grpc-restricted-protocol={restricted}"]
+
+
+def admin_key_from_env() -> str:
+    """``$DRAPE_ADMIN_KEY`` if set (validated), else a fresh random key."""
+    key = os.environ.get(ADMIN_KEY_ENV, "")
+    if not key:
+        return secrets.token_urlsafe(24)
+    if not _ADMIN_KEY_FORM.match(key):
+        raise ServerStartError(f"{ADMIN_KEY_ENV} must be 16-256 characters of A-Z a-z 0-9 _ - . ~ "
+                               "(Triton parses it out of a command-line flag)")
+    return key
 
 
 def start_server(
@@ -409,6 +457,7 @@ def start_server(
     echo: bool = False,
     backend_root: str | Path | None = None,
     extra_args: Iterable[str] = (),
+    admin_key: str | None = None,
 ) -> ServerHandle:
     """Start tritonserver on ``model_repository`` and return once every model is ready.
 
@@ -416,15 +465,27 @@ def start_server(
     output (``echo=True`` also copies it to stderr). Raises
     :class:`ServerStartError` (with the log tail) if the server dies or is not
     ready within ``ready_timeout`` seconds; the process is stopped in that case.
+    ``admin_key`` (default: ``$DRAPE_ADMIN_KEY`` or a random key) guards the admin APIs; see the module docstring.
+    A GPU repository whose TensorRT plans do not match this machine raises :class:`ServerStartError` first.
     """
     repo = Path(model_repository).resolve()
     if not repo.is_dir():
         raise ServerStartError(f"model repository not found: {repo} (build it with `python -m drape_export repo ...`)")
+    from .plan_check import PlanMismatchError, check_repository
+
+    try:
+        for note in check_repository(repo):
+            print(f"drape-serve: plan check: {note}", file=sys.stderr)
+    except PlanMismatchError as exc:
+        raise ServerStartError(f"refusing to start: {exc}") from None
+    admin_key = admin_key_from_env() if admin_key is None else admin_key
+    if not _ADMIN_KEY_FORM.match(admin_key):
+        raise ServerStartError("admin_key must be 16-256 characters of A-Z a-z 0-9 _ - . ~")
     install = find_triton()
     backend_dir = prepare_backend_dir(install, backend_root)
     picked = iter(free_ports(3))
     ports = tuple(p if p is not None else next(picked) for p in (http_port, grpc_port, metrics_port))
-    command = _server_command(install, backend_dir, repo, ports, address, extra_args)
+    command = _server_command(install, backend_dir, repo, ports, address, extra_args, admin_key)
 
     log = None
     if log_file is not None:
@@ -448,6 +509,7 @@ def start_server(
         host="127.0.0.1" if address in ("0.0.0.0", "") else address,
         log_file=Path(log_file) if log_file is not None else None,
         command=command,
+        admin_key=admin_key,
     )
     handle._pump = threading.Thread(
         target=_pump_output,
@@ -531,9 +593,14 @@ def main(argv: list[str] | None = None) -> int:
             echo=True,
             backend_root=args.backend_root,
         )
+        key_origin = f"from ${ADMIN_KEY_ENV}" if os.environ.get(ADMIN_KEY_ENV) else \
+            f"generated for this run; set ${ADMIN_KEY_ENV} to choose one"
         print(
             f"\ndrape-serve: ready in {handle.startup_s:.1f}s  HTTP {handle.http_url}  gRPC {handle.grpc_url}  "
             f"metrics {handle.metrics_url}\n  try: {sample_command(handle.http_port, handle.grpc_port)}\n"
+            f"  admin APIs ({', '.join(RESTRICTED_APIS)}) need the header {ADMIN_HEADER} ({key_origin}):\n"
+            f"    curl -X POST -H '{ADMIN_HEADER}: {handle.admin_key}' http://localhost:{handle.http_port}/v2/repository/index\n"
+            f"    gRPC metadata: {_GRPC_HEADER_PREFIX}{ADMIN_HEADER}: {handle.admin_key}\n"
             "  Ctrl-C to stop.",
             file=sys.stderr,
             flush=True,

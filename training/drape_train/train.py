@@ -43,6 +43,8 @@ def parse_args(argv=None):
     ap.add_argument("--quick", action="store_true", help="use each config's quick_steps (the `make serve` schedule)")
     ap.add_argument("--steps", type=int, help="override the number of optimizer steps")
     ap.add_argument("--data", help="dataset root (VITON-HD layout); default: the config's data.root")
+    ap.add_argument("--height", type=int, help="override the config's data.height (must match the dataset)")
+    ap.add_argument("--width", type=int, help="override the config's data.width (must match the dataset)")
     ap.add_argument("--out", default="build/checkpoints", help="checkpoint root (default: %(default)s)")
     ap.add_argument("--resume", action="store_true", help="continue from <out>/<network>/ds if present")
     ap.add_argument("--local_rank", type=int, default=int(os.environ.get("LOCAL_RANK", 0)),
@@ -160,6 +162,16 @@ def train_one(config_path: str, args) -> dict:
     cfg, ds_cfg = load_config(config_path)
     if args.data:
         cfg.data.root = args.data
+    if args.height:
+        cfg.data.height = args.height
+    if args.width:
+        cfg.data.width = args.width
+    info_path = Path(cfg.data.root) / "dataset.json"
+    if info_path.is_file():  # the networks (GMM, recolor) are built for one resolution: refuse a mismatch early
+        info = json.loads(info_path.read_text())
+        if (info.get("height"), info.get("width")) != (cfg.data.height, cfg.data.width):
+            raise SystemExit(f"{cfg.network}: dataset {cfg.data.root} is {info.get('height')}x{info.get('width')} "
+                             f"but the config trains at {cfg.data.height}x{cfg.data.width}; pass --height/--width")
     steps = args.steps or (cfg.schedule.quick_steps if args.quick else cfg.schedule.steps)
     out = Path(args.out) / cfg.network
     out.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,139 @@
+"""Checkpoint -> ONNX: simplification, parity on random and real samples, the FP16 twin with FP32 I/O.
+
+Runs the real export on the trained quick checkpoints (build/checkpoints) and checks what the pipeline wrote
+to build/onnx; the FP16 graph is executed with ONNX Runtime on CPU (TensorRT runs it on GPU machines).
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+from onnx import TensorProto, helper
+
+from conftest import CHECKPOINTS, ONNX_DIR
+from drape_export.onnx_export import (
+    FP16_FILE,
+    ONNX_FILE,
+    PARITY_TOL,
+    DiffStats,
+    RealSamples,
+    export_network,
+    ort_run,
+    ort_session,
+    to_fp16,
+    toposort,
+)
+from drape_train.models import NETWORKS
+
+from test_training import TRT_OPS
+
+
+def _card(name: str) -> dict:
+    path = ONNX_DIR / name / "card.json"
+    if not path.is_file():
+        pytest.fail(f"{path} is missing: run `make quick` (make test does it first)")
+    return json.loads(path.read_text())
+
+
+@pytest.mark.parametrize("name", NETWORKS)
+def test_pipeline_export_is_simplified_checked_and_matches_pytorch(name):
+    card = _card(name)
+    o = card["onnx"]
+    assert o["simplifier"].startswith("onnxsim ")
+    assert o["nodes"] < o["nodes_exported"], "simplification removed nothing"
+    assert o["parity_random_max_abs_diff"] <= PARITY_TOL
+    assert o["parity_real"]["samples"] >= 2 and o["parity_real"]["max_abs"] <= PARITY_TOL
+    model = onnx.load(str(ONNX_DIR / name / ONNX_FILE))
+    onnx.checker.check_model(model, full_check=True)
+    assert sorted({n.op_type for n in model.graph.node}) == o["ops"]
+    assert set(o["ops"]) <= TRT_OPS, f"ops outside the TensorRT allow-list: {sorted(set(o['ops']) - TRT_OPS)}"
+    batch = model.graph.input[0].type.tensor_type.shape.dim[0]
+    assert batch.dim_param, "the batch axis must stay dynamic after simplification"
+
+
+@pytest.mark.parametrize("name", NETWORKS)
+def test_fp16_twin_keeps_fp32_io_and_stays_close(name, tmp_path):
+    card = _card(name)
+    path = ONNX_DIR / name / FP16_FILE
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model, full_check=True)
+    io = list(model.graph.input) + list(model.graph.output)
+    assert {v.type.tensor_type.elem_type for v in io} == {TensorProto.FLOAT}, "graph I/O must stay FP32"
+    assert any(i.data_type == TensorProto.FLOAT16 for i in model.graph.initializer), "weights are not FP16"
+    assert "Cast" in {n.op_type for n in model.graph.node}
+    assert {n.op_type for n in model.graph.node} <= TRT_OPS
+    recorded = card["onnx"]["fp16"]["vs_fp32_on_real"]
+    # measured again here, on the card's real samples through ORT (FP16 graph on CPU vs FP32 graph)
+    res = card["resolution"]
+    xs = RealSamples(tmp_path, res["height"], res["width"], n=2).inputs(card)
+    stats = DiffStats.of(ort_run(ort_session(path), card, xs), ort_run(ort_session(ONNX_DIR / name / ONNX_FILE), card, xs))
+    assert stats.mean_abs <= 1e-2 and stats.p999_abs <= 0.1, stats
+    assert recorded["mean_abs"] <= 1e-2 and recorded["p999_abs"] <= 0.1, recorded
+    assert stats.max_abs > 0, "FP16 identical to FP32: the conversion did nothing"
+    assert set(card["onnx"]["fp16"]["ort_cpu_ms_batch1"]) == {"fp32", "fp16"}
+
+
+def test_real_samples_follow_the_training_views(tmp_path):
+    card = _card("tom")
+    res = card["resolution"]
+    samples = RealSamples(tmp_path, res["height"], res["width"], n=2)
+    xs = samples.inputs(card)
+    assert [list(x.shape[1:]) for x in xs] == [s["shape"] for s in card["inputs"]]
+    person, logits, warped, mask = xs
+    assert 0.0 <= person.min() and person.max() <= 1.0 and person.std() > 0.05
+    assert set(np.unique(logits)) <= {0.0, 12.0}  # ground-truth parse -> one-hot logits, as in training
+    assert set(np.unique(mask)) <= {0.0, 1.0} and mask.mean() > 0.01  # warped garment mask is not empty
+    with pytest.raises(ValueError, match="rendered at"):
+        RealSamples(tmp_path / "small", 64, 48, n=1).inputs(card)
+
+
+def test_export_network_writes_both_graphs_and_the_measurements(tmp_path):
+    """The real export of one trained network, end to end (the smallest: garment_seg)."""
+    if not (CHECKPOINTS / "garment_seg" / "weights.pt").is_file():
+        pytest.fail(f"{CHECKPOINTS}/garment_seg is missing: run `make quick`")
+    card = export_network(CHECKPOINTS / "garment_seg", tmp_path / "garment_seg")
+    assert (tmp_path / "garment_seg" / ONNX_FILE).is_file() and (tmp_path / "garment_seg" / FP16_FILE).is_file()
+    assert json.loads((tmp_path / "garment_seg" / "card.json").read_text()) == card
+    assert card["onnx"]["parity_max_abs_diff"] <= PARITY_TOL
+    assert not [p for p in (tmp_path / "garment_seg").iterdir() if p.name.startswith(".")]
+
+
+def test_toposort_orders_nodes_and_rejects_dangling_inputs():
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+    nodes = [helper.make_node("Relu", ["a"], ["y"]), helper.make_node("Neg", ["x"], ["a"])]  # consumer first
+    graph = helper.make_graph(nodes, "g", [x], [y])
+    toposort(graph)
+    assert [n.op_type for n in graph.node] == ["Neg", "Relu"]
+    bad = helper.make_graph([helper.make_node("Relu", ["missing"], ["y"])], "g", [x], [y])
+    with pytest.raises(ValueError, match="missing"):
+        toposort(bad)
+
+
+def test_to_fp16_on_a_small_graph_casts_at_the_boundary():
+    w = onnx.numpy_helper.from_array(np.full((2, 2), 0.5, np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])], initializer=[w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    half = to_fp16(model)
+    assert [n.op_type for n in half.graph.node] == ["Cast", "MatMul", "Cast"]
+    assert half.graph.initializer[0].data_type == TensorProto.FLOAT16
+    sess = onnxruntime.InferenceSession(half.SerializeToString(), providers=["CPUExecutionProvider"])
+    (y,) = sess.run(None, {"x": np.array([[1.0, 3.0]], np.float32)})
+    assert y.dtype == np.float32 and np.allclose(y, [[2.0, 2.0]])
+
+
+def test_diff_stats():
+    a = [np.zeros((2, 1000), np.float32)]
+    b = [np.zeros((2, 1000), np.float32)]
+    b[0][0, 0] = 0.5
+    s = DiffStats.of(a, b)
+    assert s.max_abs == 0.5 and s.mean_abs == pytest.approx(0.5 / 2000) and s.p999_abs < 0.5
+    assert DiffStats.of([np.array([np.nan])], [np.array([0.0])]).max_abs == float("inf")
+    with pytest.raises(ValueError, match="shape"):
+        DiffStats.of([np.zeros(3)], [np.zeros(4)])
