@@ -8,7 +8,7 @@ Triton model repository:
   (``target="cpu"``: a python-backend model running ONNX Runtime, i.e.
   ``1/model.py`` = ``python_models/onnx_runner.py`` + ``1/model.onnx``;
   ``target="gpu"``: a ``tensorrt_plan`` model expecting ``1/model.plan``);
-* the pre/post python models (``python_models/*.py`` as ``<model>/1/model.py``)
+* the pre/post python models (``python_models/{preprocess,postprocess}.py`` as ``<model>/1/model.py``)
   and the ensembles, their configs from ``configs/*.pbtxt`` with ``{height}``
   and ``{width}`` filled from the cards.
 
@@ -517,7 +517,7 @@ def _build(
             report.skipped_ensembles[spec.name] = f"missing networks {missing}"
             continue
         _copy_python_model(spec.preprocess_model, "preprocess.py", sources, out, hw, settings)
-        _copy_python_model(spec.postprocess_model, f"{spec.postprocess_model}.py", sources, out, hw, settings)
+        _copy_python_model(spec.postprocess_model, "postprocess.py", sources, out, hw, settings)
         _write_config(spec.name, sources, out / spec.name, hw, settings)
         (out / spec.name / "1").mkdir()  # Triton requires a (empty) version directory for ensembles
         report.ensembles.append(spec.name)

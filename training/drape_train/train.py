@@ -234,7 +234,7 @@ def train_one(config_path: str, args) -> dict:
             step += 1
             if step % 10 == 0 or step == steps:
                 row = {"step": step, "loss": float(loss.detach()), "lr": engine.get_lr()[0],
-                       **{k: float(v) for k, v in logs.items()}}
+                       **{k: float(v.detach()) for k, v in logs.items()}}
                 log_rows.append(row)
                 if tb:
                     for k, v in row.items():
