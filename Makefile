@@ -19,7 +19,7 @@ REPO      ?= build/model_repository/$(TARGET)
 CONFIGS   := $(foreach n,garment_seg human_parsing gmm tom recolor,training/configs/$(n).yaml)
 DEEPSPEED := $(VENV)/bin/deepspeed --num_gpus 1
 
-.PHONY: help venv data quick train export repo serve test clean
+.PHONY: help venv data quick train export repo trt serve test clean
 
 help: ## list the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-z-]+:.*## /{printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -44,6 +44,9 @@ export: $(STAMP) ## checkpoints -> ONNX with PyTorch parity check
 
 repo: $(STAMP) ## assemble the Triton model repository for TARGET=cpu|gpu from build/onnx
 	$(PY) -m drape_export repo --target $(TARGET) --onnx-dir $(ONNX) --out $(REPO)
+
+trt: $(STAMP) ## GPU machines: TensorRT FP16 plans from build/onnx (needs pip install -e '.[tensorrt]')
+	$(PY) -m drape_export trt --onnx-dir $(ONNX)
 
 # The quick pipeline: small data, short fixed-seed schedule, export, CPU repository. Runs only when no CPU
 # repository exists yet (the file below is written last, by an atomic rename of the whole repository).
