@@ -19,11 +19,22 @@ REPO      ?= build/model_repository/$(TARGET)
 CONFIGS   := $(foreach n,garment_seg human_parsing gmm tom recolor,training/configs/$(n).yaml)
 DEEPSPEED := $(VENV)/bin/deepspeed --num_gpus 1
 
-.PHONY: help venv data quick train export repo trt serve test clean
+# make load: a bounded headless locust run against a running server (never binds a port itself)
+USERS          ?= 4
+SPAWN_RATE     ?= 2
+DURATION       ?= 60s
+P95_MS         ?= 3000
+TRITON_GRPC_URL?= localhost:8001
+TRITON_HTTP_URL?= localhost:8000
+LOAD_DIR       ?= build/load
+BENCH_ARGS     ?=
+
+.PHONY: help venv data quick train export repo trt serve test load bench clean
 
 help: ## list the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-z-]+:.*## /{printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo "  variables: HTTP_PORT GRPC_PORT METRICS_PORT (serve), TARGET=cpu|gpu (repo), HEIGHT WIDTH"
+	@echo "             USERS SPAWN_RATE DURATION P95_MS TRITON_GRPC_URL TRITON_HTTP_URL (load), BENCH_ARGS (bench)"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -66,6 +77,17 @@ serve: quick ## start Triton on the CPU repository (HTTP 8000, gRPC 8001, metric
 
 test: quick ## the full test suite (starts real Triton servers on free ports)
 	$(PY) -m pytest -q -p no:cacheprovider tests
+
+# locust's exit code is ignored ('-'): load_check reads the CSV and fails on any error, too few requests or p95.
+load: $(STAMP) ## locust against a running server: CSV + HTML in build/load, fails on any error or p95 > P95_MS
+	@mkdir -p $(LOAD_DIR) && rm -f $(LOAD_DIR)/drape_*.csv $(LOAD_DIR)/report.html
+	-TRITON_GRPC_URL=$(TRITON_GRPC_URL) TRITON_HTTP_URL=$(TRITON_HTTP_URL) $(VENV)/bin/locust -f client/locustfile.py \
+		--headless -u $(USERS) -r $(SPAWN_RATE) -t $(DURATION) --stop-timeout 60 \
+		--csv $(LOAD_DIR)/drape --html $(LOAD_DIR)/report.html --only-summary
+	$(PY) client/load_check.py $(LOAD_DIR)/drape_stats.csv --p95-ms $(P95_MS)
+
+bench: quick ## eager PyTorch vs in-process ONNX Runtime vs Triton, side by side -> build/bench (see BENCHMARKS.md)
+	$(PY) client/benchmarks/pipelines.py --out build/bench $(BENCH_ARGS)
 
 clean: ## remove build outputs (keeps .venv and data)
 	rm -rf build
