@@ -36,7 +36,9 @@ def test_512x384_trained_exported_assembled_and_served(tmp_path):
     write_dataset(data, {"train": 4, "val": 2, "test": 2}, seed=5, height=hw[0], width=hw[1], workers=1, progress=False)
     ckpt = tmp_path / "ckpt"
     launcher = Path(sys.executable).parent / "deepspeed"
-    cmd = [str(launcher), "--num_gpus", "1", str(ROOT / "training/drape_train/train.py"), "--quick", "--steps", "1",
+    from drape_serving.server import free_port
+
+    cmd = [str(launcher), "--num_gpus", "1", "--master_port", str(free_port()), str(ROOT / "training/drape_train/train.py"), "--quick", "--steps", "1",
            "--height", str(hw[0]), "--width", str(hw[1]), "--config", *CONFIGS, "--data", str(data), "--out", str(ckpt)]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=dict(os.environ, PYTHONUNBUFFERED="1"))
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from drape_train.config import load_config
-from drape_train.models import NETWORKS, build
+from drape_train.models import NETWORKS, RESEARCH_NETWORKS, build
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = sorted((ROOT / "training" / "configs").glob("*.yaml"))
@@ -33,7 +33,7 @@ def test_every_network_has_a_valid_config():
         names.add(cfg.network)
         assert ds["gradient_clipping"] > 0 and ds["zero_optimization"]["stage"] in (0, 1, 2)
         assert ds["optimizer"]["params"].get("torch_adam") is True, "FusedAdam would JIT-compile on CPU"
-    assert names == set(NETWORKS)
+    assert names == set(NETWORKS) | set(RESEARCH_NETWORKS)
 
 
 @pytest.mark.parametrize("name", NETWORKS)
@@ -80,7 +80,11 @@ def test_deepspeed_launcher_trains_writes_card_and_resumes(tmp_path):
     launcher = Path(sys.executable).parent / "deepspeed"
 
     def run(*extra):
-        cmd = [str(launcher), "--num_gpus", "1", str(ROOT / "training/drape_train/train.py"), "--config", str(cfg),
+        from drape_serving.server import free_port
+
+        # a free rendezvous port: DeepSpeed's default 29500 is taken by any other training run on the machine
+        cmd = [str(launcher), "--num_gpus", "1", "--master_port", str(free_port()),
+               str(ROOT / "training/drape_train/train.py"), "--config", str(cfg),
                "--data", str(data), "--out", str(out), *extra]
         return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=dict(os.environ, PYTHONUNBUFFERED="1"))
 
@@ -101,3 +105,72 @@ def test_deepspeed_launcher_trains_writes_card_and_resumes(tmp_path):
     assert (out / "gmm" / "ds" / "latest").read_text().strip() == "step6"
     assert (out / "gmm" / "curves.png").read_bytes()[:4] == b"\x89PNG"
     assert list((out / "gmm" / "tb").glob("events.out.tfevents.*")), "no TensorBoard event file"
+
+
+def _batch(network: str, tmp_path: Path, n: int = 2) -> dict:
+    from drape_train.data.layout import write_dataset
+    from drape_train.datasets import NetworkDataset
+
+    data = tmp_path / "data"
+    if not (data / "dataset.json").exists():
+        write_dataset(data, {"train": 2, "val": 1, "test": 1}, seed=5, height=256, width=192, workers=1)
+    ds = NetworkDataset(str(data), "train", network)
+    return torch.utils.data.default_collate([ds[i] for i in range(n)])
+
+
+def test_gmm_flow_term_supervises_the_tps_grid_where_the_data_has_an_exact_warp(tmp_path):
+    from drape_train.config import TrainConfig
+    from drape_train.objectives import Objective
+
+    cfg, _ = load_config(ROOT / "training/configs/gmm.yaml")
+    assert cfg.loss.flow > 0
+    obj = Objective(cfg)
+    b = _batch("gmm", tmp_path)
+    assert b["flow"].shape == (2, 2, 256, 192) and (b["flow"] > -1.5).any() and (b["flow"] == -2).any()
+    loss, logs = obj(b)
+    assert float(logs["flow"].detach()) > 0 and torch.isfinite(loss)
+    loss.backward()
+    assert obj.net.regress[-1].weight.grad.abs().sum() > 0          # the grid term reaches the regressor
+    no_flow = {k: v for k, v in b.items() if k != "flow"}           # real data (VITON-HD) has no exact warp
+    assert "flow" not in obj(no_flow)[1]
+    off = Objective(TrainConfig.model_validate({**cfg.model_dump(), "loss": {**cfg.loss.model_dump(), "flow": 0.0}}))
+    assert "flow" not in off(b)[1]
+
+
+def test_tom_trains_on_the_gmm_warp_when_configured(tmp_path):
+    from drape_train.objectives import Objective
+
+    cfg, _ = load_config(ROOT / "training/configs/tom.yaml")
+    assert cfg.data.warps == "gmm"
+    gcfg, _ = load_config(ROOT / "training/configs/gmm.yaml")
+    gmm = build("gmm", gcfg.model.widths, 256, 192, **gcfg.model_kwargs)
+    with torch.no_grad():                                           # a GMM that visibly moves the garment
+        gmm.regress[-1].bias.fill_(0.3)
+    obj = Objective(cfg)
+    b = _batch("tom", tmp_path)
+    exact = obj._warps(b)
+    assert exact["warped_garment"] is b["warped_garment"]            # nothing attached: the exact warp
+    obj.attach_warper(gmm)
+    warped = obj._warps(b)
+    assert not torch.allclose(warped["warped_garment"], b["warped_garment"])
+    loss, _ = obj(b)
+    loss.backward()
+    assert all(p.grad is None for p in gmm.parameters())            # the GMM stays frozen
+    assert not any(n.startswith("_warper") for n, _ in obj.named_parameters())   # and out of TOM's checkpoint
+
+
+def test_recolor_base_matches_the_still_garment_moments_inside_the_mask():
+    from drape_train.models.recolor import masked_moments, moment_match
+
+    g = torch.Generator().manual_seed(0)
+    src = 0.2 + 0.3 * torch.rand(1, 3, 32, 24, generator=g)
+    ref = 0.5 + 0.2 * torch.rand(1, 3, 32, 24, generator=g)
+    m = torch.zeros(1, 1, 32, 24)
+    m[..., 8:24, 4:20] = 1
+    rm = torch.zeros(1, 1, 32, 24)
+    rm[..., :16, :] = 1
+    out = moment_match(src, m, ref, rm)
+    mu_o, sd_o = masked_moments(out, m)
+    mu_r, sd_r = masked_moments(ref, rm)
+    assert torch.allclose(mu_o, mu_r, atol=2e-3) and torch.allclose(sd_o, sd_r, atol=2e-3)
+    assert not torch.allclose(masked_moments(src, m)[0], mu_r, atol=0.05)   # the input really was different

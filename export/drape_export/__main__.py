@@ -80,7 +80,7 @@ def _add_onnx_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoints", default="build/checkpoints",
                         help="training output: <network>/{weights.pt,card.json} (default: %(default)s)")
     parser.add_argument("--out", default="build/onnx", help="writes <network>/{model.onnx,card.json} (default: %(default)s)")
-    parser.add_argument("--networks", nargs="*", default=None, help="subset to export (default: all five)")
+    parser.add_argument("--networks", nargs="*", default=None, help="subset to export (default: the five served; research networks such as onmodel_seg only when named)")
 
 
 def _run_onnx(args: argparse.Namespace) -> int:

@@ -114,9 +114,10 @@ class RealSamples:
         ds = NetworkDataset(str(self.root), "test", card["name"], seed=REAL_SEED)
         items = [ds[i] for i in range(min(self.n, len(ds)))]
         batch = {k: torch.stack([it[k] for it in items]) for k in items[0]}
-        # Objective.inputs reads only `.name`: calling it unbound keeps the exact training mapping without
-        # building the objective's loss networks.
-        xs = Objective.inputs(SimpleNamespace(name=card["name"]), batch)
+        # Objective.inputs reads only `.name` (and `.input_names`, for networks whose variants take different
+        # inputs): calling it unbound keeps the exact training mapping without building the loss networks.
+        view = SimpleNamespace(name=card["name"], input_names=[s["name"] for s in card["inputs"]])
+        xs = Objective.inputs(view, batch)
         return [x.numpy().astype(np.float32) for x in xs]
 
 

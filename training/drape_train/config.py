@@ -8,7 +8,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-NetworkName = Literal["garment_seg", "human_parsing", "gmm", "tom", "recolor"]
+NetworkName = Literal["garment_seg", "human_parsing", "gmm", "tom", "recolor", "onmodel_seg"]
 
 
 class _Strict(BaseModel):
@@ -21,12 +21,18 @@ class ModelCfg(_Strict):
     heads: int | None = None          # recolor: cross-attention heads
     stem_stride: int | None = None    # segmentation: 2 = encoder starts at half resolution, logits upsampled
     attention: bool | None = None     # segmentation: attention-gated skips + bottleneck self-attention
+    dual: bool | None = None          # onmodel_seg: also read the still and cross-attend to it (False = photo only)
+    cross_skip: bool | None = None    # onmodel_seg (dual): the next finer skip level cross-attends to the still too
+    still_widths: list[int] | None = None   # onmodel_seg (dual): still encoder widths (default: half of widths)
 
 
 class DataCfg(_Strict):
     root: str = "data/synth"
     height: int = 256
     width: int = 192
+    # tom: the garment as the exact flow warps it, or as the trained GMM (<out>/gmm) warps it — what serving feeds
+    # TOM, so the renderer learns to fix the GMM's misfits instead of meeting them first in production
+    warps: Literal["exact", "gmm"] = "exact"
 
 
 class ScheduleCfg(_Strict):
@@ -46,6 +52,7 @@ class LossCfg(_Strict):
     delta_e: float = 0.0
     mask: float = 1.0
     smooth: float = 0.0
+    flow: float = 0.0                 # gmm: L1 between the TPS grid and the exact warp, where the data has one
     focal: float = 0.0                # segmentation options
     tversky: float = 0.0
     boundary: float = 0.0
@@ -77,6 +84,9 @@ class TrainConfig(_Strict):
             kw["stem_stride"] = self.model.stem_stride
         if self.model.attention is not None:
             kw["attention"] = self.model.attention
+        for key in ("dual", "cross_skip", "still_widths"):
+            if getattr(self.model, key) is not None:
+                kw[key] = getattr(self.model, key)
         return kw
 
 

@@ -59,11 +59,20 @@ class NetworkDataset(Dataset):
         s = self.samples[self.ids[i]]
         return {"image": _img(s["image"]), "parse": torch.from_numpy(s["parse"].astype(np.int64))}
 
+    def _onmodel_seg(self, i):
+        # The person photo and the still of the garment that same photo shows (one sample id: the same garment);
+        # the target is the worn garment's visible region (parse labels of the garment).
+        s = self.samples[self.ids[i]]
+        return {"on_model": _img(s["image"]), "still": _img(s["cloth"]), "mask": _mask(s["garment_mask"])}
+
     def _gmm(self, i):
         s = self.samples[self.ids[i]]
         gm = _mask(s["garment_mask"])
-        return {"parse": torch.from_numpy(s["parse"].astype(np.int64)), "garment": _img(s["cloth"]),
-                "garment_mask": _mask(s["cloth_mask"]), "target": _img(s["image"]) * gm, "target_mask": gm}
+        out = {"parse": torch.from_numpy(s["parse"].astype(np.int64)), "garment": _img(s["cloth"]),
+               "garment_mask": _mask(s["cloth_mask"]), "target": _img(s["image"]) * gm, "target_mask": gm}
+        if "flow" in s:   # exact warp (synthetic studio): [2,H,W] grid_sample grid, -2 off the garment
+            out["flow"] = torch.from_numpy(np.ascontiguousarray(s["flow"].transpose(2, 0, 1), dtype=np.float32))
+        return out
 
     def _tom(self, i):
         # Person wears garment A; the target is the same person wearing garment B, warped here by B's exact flow.

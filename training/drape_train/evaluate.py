@@ -10,6 +10,11 @@ Baselines (no learning, same inputs the network gets):
   tom            naive paste: the warped garment pasted onto the person where the warped mask > 0.5
                  (both TOM and the paste get the garment as the trained GMM warps it: the served chain)
   recolor        Reinhard transfer: Lab mean/std of the on-model garment matched to the still's garment
+  onmodel_seg    the human_parsing network's garment labels (what the recolor ensemble uses today); every
+                 onmodel_seg checkpoint given with --onmodel (single / dual variants, seeds) runs on the same
+                 images, dual - single IoU is reported per seed with a paired bootstrap 95% interval, and each
+                 dual model is run once more with the still of another garment (its pair partner's): if the
+                 IoU drops, the model reads the still
 The quality bars of the product are checked and printed beside the numbers; exit status 1 if any fails.
 """
 from __future__ import annotations
@@ -30,9 +35,10 @@ from skimage.filters import threshold_otsu
 from torch.utils.data import DataLoader
 
 from drape_train.config import TrainConfig
-from drape_train.datasets import NetworkDataset
+from drape_train.datasets import NetworkDataset, _img
 from drape_train.models import NETWORKS
-from drape_train.models.representation import ARMS, HEAD, LOWER, NUM_LABELS, labels_to_logits, mask_to_logits
+from drape_train.models.representation import (ARMS, HEAD, LOWER, NUM_LABELS, ParsingGroups, garment_prob,
+                                               labels_to_logits, mask_to_logits)
 from drape_train.objectives import Objective, delta_e2000, iou, seg_metrics, ssim
 
 console = Console(width=None if sys.stdout.isatty() else 150)
@@ -122,6 +128,7 @@ BARS = {
     "gmm": [("warped_mask_iou", "model >= 0.90 and >= baseline + 0.10", lambda m, b: m >= 0.90 and m >= b + 0.10)],
     "tom": [("ssim", "model >= baseline + 0.05", lambda m, b: m >= b + 0.05)],
     "recolor": [("delta_e2000", "model <= 0.5 x baseline and <= 2.0", lambda m, b: m <= 0.5 * b and m <= 2.0)],
+    "onmodel_seg": [("iou", "model >= 0.90", lambda m, b: m >= 0.90)],
 }
 
 
@@ -179,6 +186,85 @@ def evaluate_network(name: str, ckpt: Path, data: str, split: str, batch: int = 
     return {"network": name, "split": split, "n": len(ds), "model": summarise(model), "baseline": summarise(base)}
 
 
+def onmodel_variant(card: dict) -> str:
+    m = card["config"]["model"]
+    return ("dual+skip" if m.get("cross_skip") else "dual") if m.get("dual", True) else "single"
+
+
+def paired_bootstrap(a: np.ndarray, b: np.ndarray, n: int = 2000, seed: int = 0) -> dict:
+    """Mean of a - b over the same images and its 95% percentile interval (resampling images)."""
+    d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+    idx = np.random.default_rng(seed).integers(0, d.size, size=(n, d.size))
+    lo, hi = np.percentile(d[idx].mean(1), [2.5, 97.5])
+    return {"mean": float(d.mean()), "ci95": [float(lo), float(hi)], "n": int(d.size)}
+
+
+@torch.no_grad()
+def evaluate_onmodel(ckpts: list[Path], parsing: Path | None, data: str, split: str, batch: int = 8) -> list[dict]:
+    """All onmodel_seg checkpoints on the same images beside the human_parsing garment labels; see the docstring."""
+    runs = []
+    for ckpt in ckpts:
+        if not (ckpt / "weights.pt").is_file():
+            raise FileNotFoundError(f"--onmodel {ckpt}: no weights.pt (train it: training/train_onmodel_seg.py)")
+        card = json.loads((ckpt / "card.json").read_text())
+        runs.append({"ckpt": ckpt, "variant": onmodel_variant(card), "seed": card["train"]["seed"],
+                     "obj": load_objective(ckpt), "per": {}})
+    for r in runs:
+        r["label"] = f"onmodel_seg {r['variant']} seed {r['seed']}"
+        if sum(q["variant"] == r["variant"] and q["seed"] == r["seed"] for q in runs) > 1:
+            r["label"] += f" ({r['ckpt']})"
+    ds = NetworkDataset(data, split, "onmodel_seg", seed=12345)
+    hp = None
+    if parsing is not None and (parsing / "weights.pt").is_file():
+        res = json.loads((parsing / "card.json").read_text())["resolution"]
+        if [res["height"], res["width"]] == list(ds[0]["on_model"].shape[-2:]):
+            hp = load_objective(parsing).net
+        else:
+            console.print(f"[yellow]{parsing} is trained at {res['height']}x{res['width']}, not at the data's "
+                          "resolution: no human_parsing baseline[/]")
+    groups = ParsingGroups()
+    partner = {p: c for p, c, _ in ds.pairs if p != c}      # synthetic pairs: same person, the other garment
+    base: dict = {}
+
+    def add(d, k, v):
+        d.setdefault(k, []).append(np.asarray(v, dtype=np.float64).ravel())
+
+    for start in range(0, len(ds), batch):
+        idx = list(range(start, min(start + batch, len(ds))))
+        b = {k: torch.stack([ds[i][k] for i in idx]) for k in ("on_model", "still", "mask")}
+        other = [partner.get(ds.ids[i]) for i in idx]
+        for r in runs:
+            for k, v in r["obj"].metrics(b).items():
+                add(r["per"], k, v.numpy())
+            if r["obj"].net.dual and all(other):
+                swapped = {**b, "still": torch.stack([_img(ds.samples[o]["cloth"]) for o in other])}
+                add(r["per"], "iou_other_still", r["obj"].metrics(swapped)["iou"].numpy())
+        if hp is not None:
+            pred = garment_prob(groups(hp(b["on_model"]))) > 0.5
+            for k, v in seg_metrics(pred, b["mask"] > 0.5).items():
+                add(base, k, v.numpy())
+    base = {k: np.concatenate(v) for k, v in base.items()}
+    results = []
+    for r in runs:
+        per = {k: np.concatenate(v) for k, v in r["per"].items()}
+        r["per"] = per
+        out = {"network": "onmodel_seg", "label": r["label"], "variant": r["variant"], "seed": r["seed"],
+               "checkpoint": str(r["ckpt"]), "split": split, "n": len(ds),
+               "model": {k: float(v.mean()) for k, v in per.items()},
+               "baseline": {k: float(v.mean()) for k, v in base.items()},
+               "baseline_name": f"human_parsing garment labels ({parsing})" if hp is not None else None}
+        if base:
+            out["vs_baseline_iou"] = paired_bootstrap(per["iou"], base["iou"])
+        results.append(out)
+    for r, out in zip(runs, results):
+        single = next((q for q in runs if q["variant"] == "single" and q["seed"] == r["seed"]), None)
+        if r["variant"] != "single" and single is not None:
+            diff = paired_bootstrap(r["per"]["iou"], single["per"]["iou"])
+            out["vs_single_iou"] = {"single": single["label"], **diff}
+            out["vs_single_dice"] = paired_bootstrap(r["per"]["dice"], single["per"]["dice"])
+    return results
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoints", default="build/checkpoints")
@@ -186,12 +272,20 @@ def main(argv=None) -> int:
     ap.add_argument("--split", default="test")
     ap.add_argument("--networks", nargs="*", default=list(NETWORKS))
     ap.add_argument("--out", default="build/eval/report.json", help="JSON report")
+    ap.add_argument("--onmodel", nargs="+", type=Path, help="onmodel_seg checkpoint dirs compared on the same "
+                    "images (with --networks onmodel_seg; default: <checkpoints>/onmodel_seg)")
+    ap.add_argument("--parsing", type=Path, help="human_parsing checkpoint whose garment labels are the onmodel_seg "
+                    "baseline (default: <checkpoints>/human_parsing; skipped if missing)")
     a = ap.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     results = []
     for name in a.networks:
         with console.status(f"evaluating {name}"):
-            results.append(evaluate_network(name, Path(a.checkpoints) / name, a.data, a.split))
+            if name == "onmodel_seg":
+                results += evaluate_onmodel(a.onmodel or [Path(a.checkpoints) / name],
+                                            a.parsing or Path(a.checkpoints) / "human_parsing", a.data, a.split)
+            else:
+                results.append(evaluate_network(name, Path(a.checkpoints) / name, a.data, a.split))
     table = Table(title=f"{a.data} / {a.split}: model vs classical baseline")
     for col in ("network", "n", "metric", "model", "baseline", "bar", "pass"):
         table.add_column(col, justify="right" if col in ("n", "model", "baseline") else "left")
@@ -202,11 +296,25 @@ def main(argv=None) -> int:
             passed = bool(check(m, b))
             ok &= passed
             r.setdefault("bars", {})[metric] = {"bar": bar, "pass": passed}
-            table.add_row(r["network"], str(r["n"]), metric, f"{m:.4f}", f"{b:.4f}", bar,
+            table.add_row(r.get("label", r["network"]), str(r["n"]), metric, f"{m:.4f}", f"{b:.4f}", bar,
                           "[green]yes[/]" if passed else "[red]no[/]")
         extra = {k: v for k, v in r["model"].items() if k not in [x[0] for x in BARS[r["network"]]]}
         table.add_row("", "", "[dim]" + ", ".join(f"{k}={v:.3f}" for k, v in extra.items()) + "[/]", "", "", "", "")
     console.print(table)
+    for r in results:
+        for key, what in (("vs_single_iou", "dual - single IoU"), ("vs_baseline_iou", "model - parsing-labels IoU")):
+            if key in r:
+                c = r[key]
+                console.print(f"{r['label']}: {what} {c['mean']:+.4f} (paired bootstrap 95% CI "
+                              f"[{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}], n={c['n']})")
+    seeds = {r["variant"]: [] for r in results if "vs_single_iou" in r}
+    for r in results:
+        if "vs_single_iou" in r:
+            seeds[r["variant"]].append(r["vs_single_iou"]["mean"])
+    for variant, diffs in seeds.items():
+        if len(diffs) > 1:   # the bootstrap above is test-image noise only; seeds show the training noise
+            console.print(f"onmodel_seg {variant} - single IoU over {len(diffs)} seeds: mean {np.mean(diffs):+.4f}, "
+                          f"sd {np.std(diffs, ddof=1):.4f}, per seed {', '.join(f'{d:+.4f}' for d in diffs)}")
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))

@@ -88,6 +88,19 @@ class Objective(nn.Module):
             cond = 3 + 20 + 3 + 1 if self.name == "tom" else 3 + 3
             self.disc = PatchDiscriminator(cond + 3)
         self._gan_cache: tuple | None = None
+        self._warper: list[nn.Module] = []   # tom with data.warps = gmm: the frozen GMM (a list: not a submodule)
+
+    def attach_warper(self, gmm: nn.Module) -> None:
+        """TOM trains on the garment as this (frozen) GMM warps it instead of the exact warp."""
+        self._warper = [gmm.eval().requires_grad_(False)]
+
+    def _warps(self, b: dict) -> dict:
+        if self.name != "tom" or not self._warper:
+            return b
+        with torch.no_grad():
+            gmm = self._warper[0].to(b["garment"].device)
+            warped, mask = gmm(labels_to_logits(b["parse"]), b["garment"], mask_to_logits(b["garment_mask"]))
+        return {**b, "warped_garment": warped, "warped_mask": mask}
 
     def generator_parameters(self):
         """What the DeepSpeed engine optimizes: everything but the discriminator (it has its own optimizer)."""
@@ -122,6 +135,9 @@ class Objective(nn.Module):
         """The network's exported inputs, built from a batch (ground-truth parses become logits)."""
         if self.name in ("garment_seg", "human_parsing"):
             return (b["image"],)
+        if self.name == "onmodel_seg":   # the variant decides: the photo alone, or the photo and the still
+            names = getattr(self, "input_names", None) or self.net.input_names
+            return tuple(b[n] for n in names)
         if self.name == "gmm":
             return labels_to_logits(b["parse"]), b["garment"], mask_to_logits(b["garment_mask"])
         if self.name == "tom":
@@ -130,8 +146,9 @@ class Objective(nn.Module):
 
     def forward(self, b: dict) -> tuple[torch.Tensor, dict]:
         w = self.cfg.loss
-        if self.name == "garment_seg":
-            logits = self.net(b["image"])
+        b = self._warps(b)
+        if self.name in ("garment_seg", "onmodel_seg"):
+            logits = self.net(*self.inputs(b))
             prob, m = torch.sigmoid(logits), b["mask"]
             bce = F.binary_cross_entropy_with_logits(logits, m)
             dice = dice_loss(prob, m)
@@ -157,7 +174,13 @@ class Objective(nn.Module):
             l1 = masked_l1(warped[:, :3], b["target"], b["target_mask"] + warped[:, 3:4].detach())
             mask = F.l1_loss(warped[:, 3:4], b["target_mask"])
             smooth = smoothness(points, self.net.grid_size)
-            return w.l1 * l1 + w.mask * mask + w.smooth * smooth, {"l1": l1, "mask": mask, "smooth": smooth}
+            loss, logs = w.l1 * l1 + w.mask * mask + w.smooth * smooth, {"l1": l1, "mask": mask, "smooth": smooth}
+            if w.flow and "flow" in b:   # synthetic data knows the exact warp: supervise the grid on garment pixels
+                valid = (b["flow"][:, :1] > -1.5).float() * b["target_mask"]
+                grid = self.net.grid(points).permute(0, 3, 1, 2)
+                logs["flow"] = ((grid - b["flow"]).abs() * valid).sum() / (2 * valid.sum() + 1e-6)
+                loss = loss + w.flow * logs["flow"]
+            return loss, logs
         if self.name == "tom":
             ins = self.inputs(b)
             tryon, _, rendered, m = self.net.render(*ins)
@@ -177,8 +200,9 @@ class Objective(nn.Module):
     @torch.no_grad()
     def metrics(self, b: dict) -> dict[str, torch.Tensor]:
         """Per-sample validation metrics [B] for one batch; the mean over the split is reported."""
-        if self.name == "garment_seg":
-            return seg_metrics(self.net(b["image"]) > 0, b["mask"] > 0.5)
+        b = self._warps(b)
+        if self.name in ("garment_seg", "onmodel_seg"):
+            return seg_metrics(self.net(*self.inputs(b)) > 0, b["mask"] > 0.5)
         if self.name == "human_parsing":
             pred = self.net(b["image"]).argmax(1)
             ious = []

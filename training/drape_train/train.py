@@ -8,7 +8,10 @@ launcher's start-up once). Each network writes to <out>/<network>/:
     weights.pt     the best validation weights of the bare network (what export reads)
     card.json      model card: resolution, tensor names/shapes, normalisation, labels, metrics, schedule
     metrics.csv    training losses and validation metrics per step
-All files are written atomically (temp file + rename), so a kill at any moment leaves the last good ones.
+All files are written atomically (temp file + rename), so a kill at any moment leaves the last good ones:
+weights.pt and card.json are renamed in as a pair (--resume completes a pair a kill interrupted), metrics.csv is
+written before the DeepSpeed checkpoint (--resume drops rows past it), ds/latest is renamed in once its tag is
+complete. tests/reliability/kill_training.py kills runs at random moments to prove it.
 """
 from __future__ import annotations
 
@@ -47,6 +50,9 @@ def parse_args(argv=None):
     ap.add_argument("--width", type=int, help="override the config's data.width (must match the dataset)")
     ap.add_argument("--out", default="build/checkpoints", help="checkpoint root (default: %(default)s)")
     ap.add_argument("--resume", action="store_true", help="continue from <out>/<network>/ds if present")
+    ap.add_argument("--seed", type=int, help="override the config's schedule.seed (weights, data order)")
+    ap.add_argument("--threads", type=int, help="torch CPU threads (default: every core; on a loaded machine "
+                    "fewer threads than cores avoids OpenMP stalls)")
     ap.add_argument("--local_rank", type=int, default=int(os.environ.get("LOCAL_RANK", 0)),
                     help="set by the deepspeed launcher")
     return ap.parse_args(argv)
@@ -140,7 +146,7 @@ def tensor_specs(objective: Objective, batch: dict) -> tuple[list[dict], list[di
     return spec(net.input_names, ins), spec(net.output_names, outs)
 
 
-def write_card(out: Path, cfg: TrainConfig, specs, metrics: dict, train_info: dict) -> None:
+def make_card(cfg: TrainConfig, specs, metrics: dict, train_info: dict) -> dict:
     labels = None
     if cfg.network == "human_parsing":
         from drape_train.data.synth import LIP_LABELS
@@ -153,7 +159,31 @@ def write_card(out: Path, cfg: TrainConfig, specs, metrics: dict, train_info: di
         "labels": labels, "metrics": metrics, "train": train_info,
         "config": cfg.model_dump(),
     }
-    atomic_write(out / "card.json", lambda p: p.write_text(json.dumps(card, indent=2)))
+    return card
+
+
+def save_best(out: Path, state: dict, card: dict) -> None:
+    """Write weights.pt and card.json as one pair: both temp files are complete before the first rename, so a kill
+    leaves the old pair, the new pair, or the new weights with their card still in its temp file, which
+    _recover_best() renames in on --resume. (Renaming each file as soon as it is written left new weights under an
+    old card for the length of a forward pass.)"""
+    pid = os.getpid()
+    weights_tmp, card_tmp = out / f".weights.pt.tmp{pid}", out / f".card.json.tmp{pid}"
+    torch.save(state, weights_tmp)
+    card_tmp.write_text(json.dumps(card, indent=2))
+    os.replace(weights_tmp, out / "weights.pt")
+    os.replace(card_tmp, out / "card.json")
+
+
+def _recover_best(out: Path) -> None:
+    """Finish a save_best() a kill interrupted between its renames (the card's temp file is complete and its weights
+    temp file is gone), then drop every other temp file: those writes never finished."""
+    for card_tmp in out.glob(".card.json.tmp*"):
+        pid = card_tmp.name.removeprefix(".card.json.tmp")
+        if (out / "weights.pt").exists() and not (out / f".weights.pt.tmp{pid}").exists():
+            os.replace(card_tmp, out / "card.json")
+    for tmp in (*out.glob(".*.tmp*"), *(out / "ds").glob(".*.tmp*")):
+        tmp.unlink(missing_ok=True)
 
 
 def train_one(config_path: str, args) -> dict:
@@ -166,6 +196,8 @@ def train_one(config_path: str, args) -> dict:
         cfg.data.height = args.height
     if args.width:
         cfg.data.width = args.width
+    if args.seed is not None:
+        cfg.schedule.seed = args.seed
     info_path = Path(cfg.data.root) / "dataset.json"
     if info_path.is_file():  # the networks (GMM, recolor) are built for one resolution: refuse a mismatch early
         info = json.loads(info_path.read_text())
@@ -176,7 +208,7 @@ def train_one(config_path: str, args) -> dict:
     out = Path(args.out) / cfg.network
     out.mkdir(parents=True, exist_ok=True)
     if not args.resume:
-        for stale in (out / "metrics.csv", out / "weights.pt", out / "card.json"):
+        for stale in (out / "metrics.csv", out / "weights.pt", out / "card.json", *out.glob(".*.tmp*")):
             stale.unlink(missing_ok=True)
         shutil.rmtree(out / "ds", ignore_errors=True)
     seed_everything(cfg.schedule.seed)
@@ -184,6 +216,14 @@ def train_one(config_path: str, args) -> dict:
     train_ds = NetworkDataset(cfg.data.root, "train", cfg.network, seed=cfg.schedule.seed)
     val_ds = NetworkDataset(cfg.data.root, "val", cfg.network, seed=cfg.schedule.seed + 1)
     objective = Objective(cfg)
+    if cfg.network == "tom" and cfg.data.warps == "gmm":
+        gmm_dir = Path(args.out) / "gmm"
+        if not (gmm_dir / "weights.pt").exists():
+            raise SystemExit(f"tom: data.warps is 'gmm' but {gmm_dir}/weights.pt does not exist; train gmm into the "
+                             "same --out first (configs in order: ... gmm tom) or set data.warps: exact")
+        from drape_train.evaluate import load_objective
+        objective.attach_warper(load_objective(gmm_dir).net)
+        console.print(f"[bold]tom[/]: trains on the garment as {gmm_dir} warps it")
     ds_cfg = resolve_ds_config(ds_cfg, cfg, steps)
     engine, _, _, _ = deepspeed.initialize(model=objective, model_parameters=objective.generator_parameters(),
                                            config=ds_cfg)
@@ -192,12 +232,16 @@ def train_one(config_path: str, args) -> dict:
         d_opt = torch.optim.AdamW(objective.disc.parameters(), lr=cfg.loss.gan_lr, betas=(0.5, 0.999))
 
     step, best, since_best, epoch = 0, None, 0, 0
+    if args.resume and engine.global_rank == 0:
+        _recover_best(out)
     if args.resume and (out / "ds").exists():
         _, client = engine.load_checkpoint(str(out / "ds"))
         if client:
             step, best, since_best, epoch = client["step"], client["best"], client["since_best"], client["epoch"]
             console.print(f"[bold]{cfg.network}[/]: resumed at step {step}")
     rank0 = engine.global_rank == 0
+    if args.resume and rank0:
+        _truncate_csv(out / "metrics.csv", step)
     train_loader = loader(train_ds, cfg, True, cfg.schedule.seed)
     val_loader = loader(val_ds, cfg, False, cfg.schedule.seed)
     log_rows: list[dict] = []
@@ -254,21 +298,22 @@ def train_one(config_path: str, args) -> dict:
                     best, since_best = {"step": step, "metrics": metrics}, 0
                     if rank0:
                         state = {k: v.cpu() for k, v in objective.net.state_dict().items()}
-                        atomic_write(out / "weights.pt", lambda p: torch.save(state, p))
                         specs = tensor_specs(objective, next(iter(val_loader)))
-                        write_card(out, cfg, specs, metrics, {
+                        save_best(out, state, make_card(cfg, specs, metrics, {
                             "steps": steps, "best_step": step, "seed": cfg.schedule.seed, "quick": args.quick,
                             "dataset": cfg.data.root, "wall_s": round(time.time() - t0, 1),
                             "deepspeed": ds_cfg, "device": str(engine.device),
-                        })
+                        }))
                 else:
                     since_best += 1
-                engine.save_checkpoint(str(out / "ds"), tag=f"step{step}", client_state={
-                    "step": step, "best": best, "since_best": since_best, "epoch": epoch})
-                if rank0:
-                    _prune_checkpoints(out / "ds", keep=f"step{step}")
+                if rank0:  # the log first: rows past the checkpoint a kill leaves are dropped by --resume
                     _append_csv(out / "metrics.csv", log_rows)
                     log_rows = []
+                engine.save_checkpoint(str(out / "ds"), tag=f"step{step}", client_state={
+                    "step": step, "best": best, "since_best": since_best, "epoch": epoch}, save_latest=False)
+                if rank0:  # DeepSpeed writes `latest` in place; a kill can leave it empty and --resume then fails
+                    atomic_write(out / "ds" / "latest", lambda p: p.write_text(f"step{step}"))
+                    _prune_checkpoints(out / "ds", keep=f"step{step}")
                 progress.update(task, info=f"{cfg.metric} {metrics[cfg.metric]:.4f}")
                 if cfg.schedule.early_stop_patience and since_best >= cfg.schedule.early_stop_patience:
                     console.print(f"{cfg.network}: early stop at step {step} (best {best['step']})")
@@ -312,10 +357,20 @@ def _prune_checkpoints(ds_dir: Path, keep: str) -> None:
                 shutil.rmtree(d, ignore_errors=True)
 
 
+def _truncate_csv(path: Path, step: int) -> None:
+    """Drop the rows past the step --resume continues from: the resumed run logs those steps again."""
+    rows = list(csv.DictReader(path.open())) if path.exists() else []
+    if any(int(r["step"]) > step for r in rows):
+        _write_csv(path, [r for r in rows if int(r["step"]) <= step])
+
+
 def _append_csv(path: Path, rows: list[dict]) -> None:
     """Rewrite the CSV with the union of columns (validation rows add columns the training rows lack)."""
     old = list(csv.DictReader(path.open())) if path.exists() else []
-    rows = old + rows
+    _write_csv(path, old + rows)
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
     fields = list(dict.fromkeys(k for r in rows for k in r))
 
     def write(p):
@@ -329,7 +384,7 @@ def _append_csv(path: Path, rows: list[dict]) -> None:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    torch.set_num_threads(args.threads or max(1, os.cpu_count() or 1))
     init_distributed()
     for config_path in args.config:
         train_one(config_path, args)

@@ -61,10 +61,12 @@ class GMM(nn.Module):
         self.person_enc = Encoder(AGNOSTIC_CHANNELS, widths)
         self.garment_enc = Encoder(4, widths)
         fh, fw = height // 2 ** (len(widths) - 1), width // 2 ** (len(widths) - 1)
+        # The regressor keeps the correlation map's layout (flatten, not global pooling): where on the body a
+        # garment patch matches is exactly what the control points have to encode.
         self.regress = nn.Sequential(
             nn.Conv2d(fh * fw, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
             nn.Conv2d(64, 32, 3, stride=2, padding=1), nn.BatchNorm2d(32), nn.ReLU(inplace=True),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 2 * grid_size ** 2),
+            nn.Flatten(), nn.Linear(32 * ((fh + 1) // 2) * ((fw + 1) // 2), 2 * grid_size ** 2),
         )
         nn.init.zeros_(self.regress[-1].weight)   # start at the identity warp
         nn.init.zeros_(self.regress[-1].bias)
