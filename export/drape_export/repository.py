@@ -20,14 +20,22 @@ first built in a temporary directory next to ``out_dir``, then each new
 version directory is moved in under a hidden temporary name and renamed to its
 number, so Triton (in poll/explicit mode) only ever sees complete versions; the
 config and card are replaced by rename after it. The previous version is kept
-(for rollback: delete the newest version directory) and older ones are pruned.
-Any other change (another resolution, target or model set) cannot be served by
-the old configs, so the whole repository is swapped by one rename instead. A
-failed build leaves the previous repository untouched.
+(for rollback: delete the newest version directory) and older ones are pruned
+(renamed to a hidden name first, then deleted). Any other change (another
+resolution, target or model set) cannot be served by the old configs, so the
+whole repository is swapped instead, in one step where the filesystem supports
+``renameat2(RENAME_EXCHANGE)`` (Linux local filesystems). A failed or killed
+build leaves the previous repository untouched (tests/reliability/kill_assembly.py);
+assemblies next to one repository run one at a time (``flock`` on its parent
+directory) and remove the staging trees killed runs left there.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import errno
+import fcntl
 import json
 import os
 import re
@@ -594,15 +602,40 @@ def _publish_versions(built: Path, out_dir: Path, report: AssemblyReport) -> Non
     _replace_file(tmp, out_dir / MANIFEST_FILE)
     for model_dir in (p for p in out_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
         for old in _versions(model_dir)[:-KEEP_VERSIONS]:
-            shutil.rmtree(model_dir / str(old), ignore_errors=True)
-        for stale in model_dir.glob(".*.incoming-*"):  # left by an interrupted earlier publish
+            # hide it in one rename first: a kill during the deletion must not leave a partial version in view
+            doomed = model_dir / f".{old}.pruned-{secrets.token_hex(4)}"
+            (model_dir / str(old)).rename(doomed)
+            shutil.rmtree(doomed, ignore_errors=True)
+        for stale in [*model_dir.glob(".*.incoming-*"), *model_dir.glob(".*.pruned-*")]:  # an interrupted run's
             shutil.rmtree(stale, ignore_errors=True)
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (Linux ``renameat2(RENAME_EXCHANGE)``); False where the OS or filesystem cannot."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV):
+        return False
+    raise OSError(err, os.strerror(err), str(a), None, str(b))
+
+
 def _swap_into_place(built: Path, out_dir: Path) -> None:
-    """Replace ``out_dir`` with ``built``; the old tree is removed only after the new one is in place."""
+    """Replace ``out_dir`` with ``built``; the old tree is removed only after the new one is in place.
+
+    Where the filesystem can, the two trees are exchanged in one step, so a kill at any moment leaves a complete
+    repository at ``out_dir`` (the old tree then sits at ``built``, which the caller removes); elsewhere two
+    renames leave ``out_dir`` missing for an instant."""
     if not out_dir.exists():
         built.rename(out_dir)
+        return
+    if _exchange(built, out_dir):
         return
     old = out_dir.with_name(f".{out_dir.name}.old-{secrets.token_hex(4)}")
     out_dir.rename(old)
@@ -645,21 +678,41 @@ def assemble(
     sources = serving_sources(source_root)
     out_dir = Path(out_dir).resolve()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    building = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.building-", dir=out_dir.parent))
-    building.chmod(0o755)  # mkdtemp makes it private; the server may run as another user
-    try:
-        report = _build(cards, building, target, hw, sources, settings, plan_runtime)
-        why = _incompatibility(out_dir, building) if out_dir.exists() else ""
-        if not out_dir.exists():
-            _swap_into_place(building, out_dir)
-            report.mode = "new"
-        elif why:
-            _swap_into_place(building, out_dir)
-            report.mode, report.replaced_because = "replaced", why
-        else:
-            _publish_versions(building, out_dir, report)
-            report.mode = "versioned"
-    finally:
-        shutil.rmtree(building, ignore_errors=True)
+    with _exclusive(out_dir):
+        building = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.building-", dir=out_dir.parent))
+        building.chmod(0o755)  # mkdtemp makes it private; the server may run as another user
+        try:
+            report = _build(cards, building, target, hw, sources, settings, plan_runtime)
+            why = _incompatibility(out_dir, building) if out_dir.exists() else ""
+            if not out_dir.exists():
+                _swap_into_place(building, out_dir)
+                report.mode = "new"
+            elif why:
+                _swap_into_place(building, out_dir)
+                report.mode, report.replaced_because = "replaced", why
+            else:
+                _publish_versions(building, out_dir, report)
+                report.mode = "versioned"
+        finally:
+            shutil.rmtree(building, ignore_errors=True)
     report.out_dir = out_dir
     return report
+
+
+@contextlib.contextmanager
+def _exclusive(out_dir: Path):
+    """One assembly at a time next to a repository (``flock`` on the parent directory: no lock file, released by
+    the kernel when its holder dies). Holding it, the staging trees left there belong to killed runs: removed.
+    Where the filesystem refuses the lock, nothing is removed."""
+    fd = os.open(out_dir.parent, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
+            yield
+            return
+        for stale in [*out_dir.parent.glob(f".{out_dir.name}.building-*"), *out_dir.parent.glob(f".{out_dir.name}.old-*")]:
+            shutil.rmtree(stale, ignore_errors=True)
+        yield
+    finally:
+        os.close(fd)
