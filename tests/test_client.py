@@ -126,6 +126,15 @@ def test_encode_rejects_naming_the_input(bad):
     assert info.value.input_name == "person_image"
 
 
+def test_oversize_payload_is_refused_before_any_network_io():
+    """The server would refuse it as well, but only after buffering it all (Triton 2.51 has no body limit)."""
+    big = b"\xff\xd8" + bytes(contract.MAX_IMAGE_BYTES)
+    with DrapeClient("127.0.0.1:1", retry=FAST_RETRY) as c:      # nothing listens there: no request is made
+        with pytest.raises(BadInputError, match="garment_image: encoded image is .* over the") as info:
+            c.tryon(PERSON_JPEG, big)
+    assert info.value.input_name == "garment_image" and info.value.attempts in (0, 1, None)
+
+
 def test_describe_names_inputs():
     assert describe("a/b.jpg") == "a/b.jpg"
     assert describe(b"123") == "<3 bytes>"

@@ -31,6 +31,17 @@ NGC_RELEASE = "24.10"  # Triton 2.51.0 / TensorRT 10.5: what the pytriton triton
 ADMIN_APIS = "model-repository,shared-memory,statistics,trace,logging"
 ALLOWED_VOLUMES = {"persistentVolumeClaim", "emptyDir", "configMap", "secret", "projected", "downwardAPI",
                    "ephemeral", "csi"}
+# Pod Security Standards (kubernetes.io/docs/concepts/security/pod-security-standards), the rules the explicit
+# asserts in test_pod_security_restricted do not spell out; checked by pss_violations() on every pod template.
+SAFE_SYSCTLS = {"kernel.shm_rmid_forced", "net.ipv4.ip_local_port_range", "net.ipv4.ip_unprivileged_port_start",
+                "net.ipv4.tcp_syncookies", "net.ipv4.ping_group_range", "net.ipv4.ip_local_reserved_ports",
+                "net.ipv4.tcp_keepalive_time", "net.ipv4.tcp_fin_timeout", "net.ipv4.tcp_keepalive_intvl",
+                "net.ipv4.tcp_keepalive_probes"}
+SELINUX_TYPES = {"", "container_t", "container_init_t", "container_kvm_t", "container_engine_t"}
+SECRET_ENV = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL", re.I)
+SECRET_TEXT = [re.compile(p) for p in (
+    r"-----BEGIN [A-Z ]*PRIVATE KEY-----", r"\bA(KIA|SIA)[0-9A-Z]{16}\b", r"\bgh[pousr]_[A-Za-z0-9]{36}\b",
+    r"\bxox[abprs]-[A-Za-z0-9-]{10,}", r"drape-admin-key=(?!\$\(DRAPE_ADMIN_KEY\))")]
 
 
 def _kubectl() -> str:
@@ -63,13 +74,51 @@ def pod_specs(docs: list[dict]) -> list[tuple[str, dict, dict]]:
     """(workload name, pod template metadata, pod spec) of every workload."""
     out = []
     for d in docs:
-        if d["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
+        if d["kind"] == "Pod":
+            out.append((f"Pod/{d['metadata']['name']}", d["metadata"], d["spec"]))
+        elif d["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job", "ReplicaSet"):
             t = d["spec"]["template"]
             out.append((f"{d['kind']}/{d['metadata']['name']}", t["metadata"], t["spec"]))
         elif d["kind"] == "CronJob":
             t = d["spec"]["jobTemplate"]["spec"]["template"]
             out.append((f"CronJob/{d['metadata']['name']}", t["metadata"], t["spec"]))
     return out
+
+
+def pss_violations(name: str, meta: dict, spec: dict) -> list[str]:
+    """Baseline + restricted Pod Security Standard rules beyond the explicit asserts of test_pod_security_restricted:
+    hostProcess, AppArmor (fields and annotations), SELinux options, /proc mount, seccomp and runAsNonRoot on each
+    container (a container can override the pod's), sysctls outside the safe set."""
+    found = []
+    psc = spec.get("securityContext", {})
+    containers = spec.get("initContainers", []) + spec.get("containers", []) + spec.get("ephemeralContainers", [])
+    for where, sc in [(name, psc)] + [(f"{name}/{c['name']}", c.get("securityContext", {})) for c in containers]:
+        if sc.get("windowsOptions", {}).get("hostProcess"):
+            found.append(f"{where}: windowsOptions.hostProcess")
+        if sc.get("appArmorProfile", {}).get("type", "RuntimeDefault") not in ("RuntimeDefault", "Localhost"):
+            found.append(f"{where}: appArmorProfile {sc['appArmorProfile']}")
+        se = sc.get("seLinuxOptions", {})
+        if se.get("type", "") not in SELINUX_TYPES or se.get("user") or se.get("role"):
+            found.append(f"{where}: seLinuxOptions {se}")
+        if sc.get("seccompProfile", {}).get("type", "RuntimeDefault") not in ("RuntimeDefault", "Localhost"):
+            found.append(f"{where}: seccompProfile {sc['seccompProfile']}")
+        if sc.get("runAsNonRoot") is False or sc.get("runAsUser") == 0:
+            found.append(f"{where}: may run as root")
+        if sc.get("procMount", "Default") != "Default":
+            found.append(f"{where}: procMount {sc['procMount']}")
+    for key, value in meta.get("annotations", {}).items():
+        if key.startswith("container.apparmor.security.beta.kubernetes.io/") and not (
+                value == "runtime/default" or value.startswith("localhost/")):
+            found.append(f"{name}: annotation {key}={value}")
+    found += [f"{name}: sysctl {s['name']}" for s in psc.get("sysctls", []) if s["name"] not in SAFE_SYSCTLS]
+    return found
+
+
+def _pod_templates(node) -> int:
+    """How many pod specs (objects with `containers`) a manifest holds, whatever its kind."""
+    if isinstance(node, dict):
+        return int("containers" in node) + sum(_pod_templates(v) for v in node.values())
+    return sum(_pod_templates(v) for v in node) if isinstance(node, list) else 0
 
 
 def triton(path: str) -> tuple[dict, dict]:
@@ -111,9 +160,11 @@ def test_renders_and_validates_strictly(path, version):
 @pytest.mark.parametrize("path", KUSTOMIZATIONS)
 def test_pod_security_restricted(path):
     """The Pod Security Standard "restricted" profile, plus read-only root fs, no token, resources."""
-    specs = pod_specs(render(path))
-    assert specs
-    for name, _, spec in specs:
+    docs = render(path)
+    specs = pod_specs(docs)
+    assert specs and len(specs) == sum(_pod_templates(d) for d in docs), "a pod template of an unchecked kind"
+    for name, meta, spec in specs:
+        assert not pss_violations(name, meta, spec), pss_violations(name, meta, spec)
         psc = spec.get("securityContext", {})
         assert psc.get("runAsNonRoot") is True and psc.get("runAsUser", 1) != 0, name
         assert psc.get("seccompProfile", {}).get("type") == "RuntimeDefault", name
@@ -137,6 +188,43 @@ def test_pod_security_restricted(path):
             assert "/" in image and ":" in image.rsplit("/", 1)[1] and not image.endswith(":latest"), where
 
 
+def test_pss_check_rejects_each_rule_it_adds():
+    """pss_violations() can fail: one spec breaking every rule it covers, one that breaks none."""
+    good = {"securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"},
+                                "sysctls": [{"name": "net.ipv4.tcp_syncookies", "value": "1"}]},
+            "containers": [{"name": "c", "securityContext": {"seccompProfile": {"type": "Localhost"},
+                                                             "seLinuxOptions": {"type": "container_t"}}}]}
+    assert pss_violations("Pod/good", {}, good) == []
+    bad = {"securityContext": {"sysctls": [{"name": "kernel.msgmax", "value": "1"}],
+                               "windowsOptions": {"hostProcess": True}},
+           "containers": [{"name": "c", "securityContext": {
+               "seccompProfile": {"type": "Unconfined"}, "appArmorProfile": {"type": "Unconfined"},
+               "seLinuxOptions": {"type": "spc_t"}, "procMount": "Unmasked", "runAsNonRoot": False}}]}
+    meta = {"annotations": {"container.apparmor.security.beta.kubernetes.io/c": "unconfined"}}
+    found = " | ".join(pss_violations("Pod/bad", meta, bad))
+    for rule in ("hostProcess", "appArmorProfile", "seLinuxOptions", "seccompProfile", "run as root", "procMount",
+                 "annotation", "sysctl kernel.msgmax"):
+        assert rule in found, rule
+
+
+@pytest.mark.parametrize("path", KUSTOMIZATIONS)
+def test_no_secret_material_in_manifests(path):
+    """Secrets only by reference: no Secret objects, every secret-looking env var from a secretKeyRef, no key
+    material (private keys, cloud/API tokens, a literal admin key) anywhere in the rendered text or ConfigMaps."""
+    docs = render(path)
+    assert not [d for d in docs if d["kind"] == "Secret"], f"{path} ships a Secret"
+    for name, _, spec in pod_specs(docs):
+        for c in spec.get("initContainers", []) + spec["containers"]:
+            for e in c.get("env", []):
+                if SECRET_ENV.search(e["name"]):
+                    assert "value" not in e and "secretKeyRef" in e.get("valueFrom", {}), f"{name}/{c['name']}: {e}"
+    for d in docs:
+        text = yaml.safe_dump(d)
+        assert not [rx.pattern for rx in SECRET_TEXT if rx.search(text)], f"{d['kind']}/{d['metadata']['name']}"
+        if d["kind"] == "ConfigMap":
+            assert not [k for k in d.get("data", {}) if SECRET_ENV.search(k)], d["metadata"]["name"]
+
+
 def test_namespace_enforces_restricted_pod_security():
     ns = one(render("overlays/gpu"), "Namespace", "drape")
     assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
@@ -149,7 +237,8 @@ def test_namespace_enforces_restricted_pod_security():
 def test_triton_serving_flags_probes_and_ports(overlay):
     dep, c = triton(f"overlays/{overlay}")
     assert "replicas" not in dep["spec"], "the HPA owns the replica count"
-    assert c["command"] == ["tritonserver"]
+    # tritonserver after emptying /dev/shm (regions a killed server left in the volume), exec'd to stay PID 1
+    assert c["command"] == ["/bin/sh", "-c", 'rm -f /dev/shm/* && exec tritonserver "$@"', "tritonserver"]
     args = c["args"]
     for flag in ("--model-control-mode=none", "--strict-readiness=true", "--exit-on-error=true",
                  "--metrics-config=summary_latencies=true", "--model-repository=$(MODEL_REPOSITORY)"):
@@ -159,8 +248,9 @@ def test_triton_serving_flags_probes_and_ports(overlay):
     assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"http": 8000, "grpc": 8001, "metrics": 8002}
     assert c["startupProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
     assert c["startupProbe"]["periodSeconds"] * c["startupProbe"]["failureThreshold"] >= 300
-    assert c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
-    assert c["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    # /v2/health/{ready,live} plus the python-backend stubs (Triton does not notice a dead stub; see drape_serving.health)
+    assert c["readinessProbe"]["exec"]["command"] == ["python3", "-m", "drape_serving.health", "ready"]
+    assert c["livenessProbe"]["exec"]["command"] == ["python3", "-m", "drape_serving.health", "live"]
     spread = dep["spec"]["template"]["spec"]["topologySpreadConstraints"]
     assert {t["topologyKey"] for t in spread} >= {"topology.kubernetes.io/zone", "kubernetes.io/hostname"}
     labels = dep["spec"]["template"]["metadata"]["labels"]

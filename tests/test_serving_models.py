@@ -760,11 +760,15 @@ def _http_status(url: str, path: str, headers: dict | None = None, method: str =
 @pytest.mark.server
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_admin_apis_need_the_key_and_inference_does_not(server, protocol):
-    """Model-repository, statistics (and shared-memory/trace/logging) are refused without the admin header."""
+    """Every restricted group (model-repository incl. load, statistics, shared-memory, trace, logging) is refused
+    without the admin header or with a wrong one."""
     client = _client(server, protocol)
     wrong = {k: "x" * 24 for k in server.admin_headers(protocol)}
     for call in (lambda **kw: client.get_model_repository_index(**kw),
+                 lambda **kw: client.load_model("tryon", **kw),
                  lambda **kw: client.get_inference_statistics(model_name="tryon", **kw),
+                 lambda **kw: client.get_system_shared_memory_status(**kw),
+                 lambda **kw: client.get_trace_settings(**kw),
                  lambda **kw: client.get_log_settings(**kw)):
         for headers in ({}, wrong):
             with pytest.raises(InferenceServerException) as info:

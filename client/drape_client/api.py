@@ -14,8 +14,9 @@ because tritonclient's HTTP client is single-threaded). Returned arrays are read
 buffer (no copy); ``.copy()`` one to modify it.
 
 Failures raise :mod:`drape_client.errors` types that name the call and its inputs. Only UNAVAILABLE /
-RESOURCE_EXHAUSTED (HTTP 503 / 429) and refused connections are retried, with capped exponential backoff and
-full jitter (so a fleet of clients does not retry in lockstep); bad input, server faults and timeouts are not.
+RESOURCE_EXHAUSTED (HTTP 503 / 429) and refused or dropped connections are retried, with capped exponential
+backoff and full jitter (so a fleet of clients does not retry in lockstep); bad input, server faults and timeouts
+are not.
 Torch-free: importing this package pulls in numpy, Pillow and tritonclient only.
 """
 from __future__ import annotations
@@ -42,6 +43,21 @@ __all__ = ["Protocol", "Endpoint", "RetryPolicy", "NO_RETRY", "ModelInfo", "Reco
 Protocol = Literal["grpc", "http"]
 _SCHEMES = {"grpc": ("grpc", False), "grpcs": ("grpc", True), "http": ("http", False), "https": ("http", True)}
 _LONG_S = 24 * 3600.0  # transport-level timeouts: the per-call deadline is enforced separately
+_INT32_MAX = 2**31 - 1
+
+
+def _grpc_channel_args() -> list[tuple[str, int]]:
+    """tritonclient's default channel options, plus a 1 s cap on gRPC's reconnect backoff.
+
+    gRPC waits 1 s, then x1.6 per failed connection attempt (up to 120 s), before dialing an address that refused
+    it again. After a server restart (tens of seconds) a client would keep failing, or keep retrying, up to ~20 s
+    after the server is back (measured: tests/reliability/faults.py server-restart, RELIABILITY.md).
+    """
+    return [("grpc.max_send_message_length", _INT32_MAX), ("grpc.max_receive_message_length", _INT32_MAX),
+            ("grpc.keepalive_time_ms", _INT32_MAX), ("grpc.keepalive_timeout_ms", 20000),
+            ("grpc.keepalive_permit_without_calls", 0), ("grpc.http2.max_pings_without_data", 2),
+            ("grpc.initial_reconnect_backoff_ms", 250), ("grpc.min_reconnect_backoff_ms", 250),
+            ("grpc.max_reconnect_backoff_ms", 1000)]
 
 
 @dataclass(frozen=True)
@@ -148,6 +164,9 @@ def _prepare(spec: contract.EnsembleSpec, images: Sequence[ImageLike]) -> _Reque
             raise BadInputError(exc.reason, call=call, input_name=name) from None
         if not data:
             raise BadInputError(f"{name}: empty input (0 bytes)", call=call, input_name=name)
+        if len(data) > contract.MAX_IMAGE_BYTES:   # the server refuses it too, but only after buffering it all
+            raise BadInputError(f"{name}: encoded image is {len(data)} bytes, over the {contract.MAX_IMAGE_BYTES}-byte "
+                                "limit of the contract", call=call, input_name=name)
         arrays.append((name, np.frombuffer(data, dtype=np.uint8)[None, :]))
     return _Request(spec, tuple(arrays), call)
 
@@ -212,7 +231,7 @@ class DrapeClient:
 
             # ssl=True: gRPC verifies the server certificate against ca_certs, or its default roots.
             self._grpc = tc.InferenceServerClient(self.endpoint.address, ssl=self.endpoint.tls,
-                                                  root_certificates=ca_certs)
+                                                  root_certificates=ca_certs, channel_args=_grpc_channel_args())
         else:
             import tritonclient.http as tc
 
@@ -436,7 +455,8 @@ class AsyncDrapeClient:
         if self._client is None:
             if self.protocol == "grpc":
                 self._client = _AsyncGrpc(self._tc.InferenceServerClient(
-                    self.endpoint.address, ssl=self.endpoint.tls, root_certificates=self.ca_certs))
+                    self.endpoint.address, ssl=self.endpoint.tls, root_certificates=self.ca_certs,
+                    channel_args=_grpc_channel_args()))
             else:
                 self._client = self._tc.InferenceServerClient(
                     self.endpoint.address, conn_limit=self.max_connections, conn_timeout=_LONG_S,

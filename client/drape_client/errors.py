@@ -7,6 +7,7 @@ JPEG" is useless in a batch of ten thousand files unless you know which file.
 """
 from __future__ import annotations
 
+import errno
 import ssl
 
 __all__ = [
@@ -51,7 +52,7 @@ class ServerError(DrapeError):
 
 class UnavailableError(ServerError):
     """The server could not take the request (UNAVAILABLE / RESOURCE_EXHAUSTED, HTTP 503 / 429, connection
-    refused, TLS failure); raised after the retries ran out."""
+    refused or dropped, TLS failure); raised after the retries ran out."""
 
 
 class RequestTimeoutError(DrapeError, TimeoutError):
@@ -63,8 +64,15 @@ class RequestTimeoutError(DrapeError, TimeoutError):
 _BAD_INPUT = {"StatusCode.INVALID_ARGUMENT", "400"}
 _RETRYABLE = {"StatusCode.UNAVAILABLE", "StatusCode.RESOURCE_EXHAUSTED", "503", "429"}
 _TIMEOUT = {"StatusCode.DEADLINE_EXCEEDED", "504", "408"}
+# The connection dropped before an answer (the server was killed or restarted mid-request). gRPC reports this as
+# UNAVAILABLE; HTTP clients raise these. Names, so that no HTTP library has to be imported to recognise them.
+_DROPPED_TYPES = (ConnectionResetError, ConnectionAbortedError, BrokenPipeError)
+_DROPPED_NAMES = {"HTTPConnectionClosed", "RemoteDisconnected", "ServerDisconnectedError"}
+_DROPPED_ERRNOS = {errno.ECONNRESET, errno.ECONNABORTED, errno.EPIPE}
 _TLS_HINTS = ("CERTIFICATE_VERIFY_FAILED", "certificate verify failed", "handshake failed", "Handshake failed",
-              "WRONG_VERSION_NUMBER", "wrong version number")
+              "WRONG_VERSION_NUMBER", "wrong version number",
+              # gRPC's wording for a certificate that does not name the host dialed (grpcio >= 1.6x / older)
+              "Hostname Verification Check failed", "is not in peer certificate")
 
 
 def _status_and_message(exc: BaseException) -> tuple[str, str]:
@@ -85,12 +93,25 @@ def _is_tls_failure(exc: BaseException, message: str) -> bool:
     return any(h in message for h in _TLS_HINTS)
 
 
+def _is_dropped_connection(exc: BaseException) -> bool:
+    for e in (exc, getattr(exc, "os_error", None), exc.__cause__):
+        if e is None:
+            continue
+        if isinstance(e, _DROPPED_TYPES) or any(c.__name__ in _DROPPED_NAMES for c in type(e).__mro__):
+            return True
+        if isinstance(e, OSError) and e.errno in _DROPPED_ERRNOS:
+            return True
+    return False
+
+
 def classify(exc: BaseException) -> tuple[type[DrapeError], str, str, bool]:
     """Map a transport exception to ``(error class, status, message, retryable)``.
 
-    Retryable means the request certainly did not run and a later attempt may succeed: UNAVAILABLE,
-    RESOURCE_EXHAUSTED, HTTP 503 / 429, and a refused TCP connection (what gRPC itself reports as
-    UNAVAILABLE). A TLS failure is reported as unavailable but never retried: a certificate does not fix
+    Retryable means a later attempt may succeed and sending the request again is safe: UNAVAILABLE,
+    RESOURCE_EXHAUSTED, HTTP 503 / 429, a refused TCP connection (what gRPC itself reports as UNAVAILABLE), and a
+    connection that dropped before the answer (the server was killed or restarted mid-request; gRPC reports that
+    as UNAVAILABLE too). tryon and recolor are pure functions of their inputs, so a request that may have run
+    can be sent again. A TLS failure is reported as unavailable but never retried: a certificate does not fix
     itself in a few hundred milliseconds.
     """
     status, message = _status_and_message(exc)
@@ -104,6 +125,8 @@ def classify(exc: BaseException) -> tuple[type[DrapeError], str, str, bool]:
         return UnavailableError, status, message, True
     if isinstance(exc, ConnectionRefusedError) or isinstance(getattr(exc, "os_error", None), ConnectionRefusedError):
         return UnavailableError, "connection refused", message, True
+    if status == "" and _is_dropped_connection(exc):
+        return UnavailableError, "connection dropped", message, True
     if status == "" and isinstance(exc, OSError):  # reset, unreachable, DNS: the transport, not the server logic
         return UnavailableError, type(exc).__name__, message, False
     return ServerError, status, message, False

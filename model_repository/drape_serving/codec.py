@@ -70,8 +70,11 @@ def _check_encoded_size(raw: bytes, name: str, limits: Limits) -> None:
     if not raw:
         raise ImageInputError(name, "empty input (0 bytes); expected an encoded JPEG or PNG image")
     if len(raw) > limits.max_bytes:
+        # Both sides in bytes too: a payload a few bytes over reads "16.0 MiB ... over the 16.0 MiB limit" otherwise.
         raise ImageInputError(
-            name, f"encoded image is {_format_mib(len(raw))} ({len(raw)} bytes), over the {_format_mib(limits.max_bytes)} limit"
+            name,
+            f"encoded image is {_format_mib(len(raw))} ({len(raw)} bytes), "
+            f"over the {_format_mib(limits.max_bytes)} limit ({limits.max_bytes} bytes)",
         )
 
 

@@ -328,8 +328,54 @@ class ServerHandle:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        self._reap_stubs()
         self._join_pump()
         return self.process.returncode
+
+    def _reap_stubs(self, grace_s: float = 5.0) -> None:
+        """Clean up after a tritonserver that was killed, crashed or ran out its exit timeout.
+
+        Its python-backend stubs usually notice and exit (removing their /dev/shm regions), but not always:
+        some were still running 30 minutes after a ``kill -9`` of tritonserver, ~100 MB each. After ``grace_s``
+        the ones left (only stub processes of tritonserver's own session) are SIGKILLed, and the regions under
+        this server's unique shm prefix are removed: a forced exit otherwise leaves ~96 MiB of /dev/shm per
+        python-model instance behind (measured: tests/reliability/faults.py, RELIABILITY.md).
+        """
+        deadline = time.monotonic() + grace_s
+        while self._stub_pids() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for pid in self._stub_pids():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        prefix = next((a.split("shm-region-prefix-name=", 1)[1] for a in self.command
+                       if "shm-region-prefix-name=" in a), "")
+        if prefix.startswith("drape_"):  # ours, unique per start (see _server_command)
+            deadline = time.monotonic() + 2.0
+            while self._stub_pids() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            for region in Path("/dev/shm").glob(prefix + "*"):
+                try:
+                    region.unlink()
+                except OSError:
+                    pass
+
+    def _stub_pids(self) -> list[int]:
+        """Live python-backend stubs in tritonserver's process group (its session: start_new_session)."""
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+                fields = stat[stat.rfind(")") + 2:].split()
+                argv0 = (entry / "cmdline").read_bytes().split(b"\0", 1)[0]
+            except (OSError, ValueError, IndexError):
+                continue
+            if fields[0] != "Z" and int(fields[2]) == self.process.pid and argv0.endswith(b"triton_python_backend_stub"):
+                pids.append(int(entry.name))
+        return pids
 
     def _join_pump(self) -> None:
         if self._pump is not None:
@@ -375,10 +421,37 @@ def _pump_output(
             log.close()
 
 
+# Triton's documentation recommends tcmalloc (or jemalloc) over glibc malloc: with glibc, per-thread arenas keep
+# the high-water mark of every request size ever seen, and a soak with mixed payloads (up to 2048x1536) grew the
+# server's RSS for 8 minutes before it plateaued (RELIABILITY.md, "Soak"). The NGC image ships libtcmalloc.so.4;
+# here `apt-get install libtcmalloc-minimal4`. DRAPE_TRITON_MALLOC=auto (default) | glibc | /path/to/lib.so
+MALLOC_LIBS = ("libtcmalloc_minimal.so.4", "libtcmalloc.so.4", "libjemalloc.so.2")
+_LIB_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib")
+
+
+def malloc_preload(choice: str | None = None) -> str | None:
+    """The allocator library to LD_PRELOAD into tritonserver (and its stubs), or None for glibc malloc."""
+    choice = choice or os.environ.get("DRAPE_TRITON_MALLOC", "auto")
+    if choice == "glibc":
+        return None
+    if choice != "auto":
+        if not Path(choice).is_file():
+            raise FileNotFoundError(f"DRAPE_TRITON_MALLOC={choice}: no such library")
+        return choice
+    for name in MALLOC_LIBS:
+        for folder in _LIB_DIRS:
+            if (Path(folder) / name).is_file():
+                return str(Path(folder) / name)
+    return None
+
+
 def _server_env(install: TritonInstall) -> dict[str, str]:
     env = dict(os.environ)
     libs = [str(install.lib_dir)] + ([env["LD_LIBRARY_PATH"]] if env.get("LD_LIBRARY_PATH") else [])
     env["LD_LIBRARY_PATH"] = os.pathsep.join(libs)
+    preload = malloc_preload()
+    if preload:
+        env["LD_PRELOAD"] = os.pathsep.join([preload] + ([env["LD_PRELOAD"]] if env.get("LD_PRELOAD") else []))
     # The stub runs the first `python` on PATH: make it this interpreter (do not resolve venv symlinks).
     bin_dir = str(Path(sys.executable).parent)
     env["PATH"] = os.pathsep.join([bin_dir] + [p for p in env.get("PATH", "").split(os.pathsep) if p and p != bin_dir])
