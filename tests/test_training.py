@@ -174,3 +174,13 @@ def test_recolor_base_matches_the_still_garment_moments_inside_the_mask():
     mu_r, sd_r = masked_moments(ref, rm)
     assert torch.allclose(mu_o, mu_r, atol=2e-3) and torch.allclose(sd_o, sd_r, atol=2e-3)
     assert not torch.allclose(masked_moments(src, m)[0], mu_r, atol=0.05)   # the input really was different
+
+
+def test_tps_bound_probe_scores_the_exact_warp_perfectly_and_a_tps_fit_below_it(tmp_path):
+    from drape_train.data.layout import write_dataset
+    from drape_train.tps_bound import bound
+
+    data = tmp_path / "data"
+    write_dataset(data, {"train": 1, "val": 1, "test": 2}, seed=7, height=256, width=192, workers=1)
+    exact, fitted = bound(str(data), "test", 5)
+    assert exact > 0.95 and 0.0 < fitted < exact
