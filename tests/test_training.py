@@ -148,10 +148,10 @@ def test_tom_trains_on_the_gmm_warp_when_configured(tmp_path):
         gmm.regress[-1].bias.fill_(0.3)
     obj = Objective(cfg)
     b = _batch("tom", tmp_path)
-    exact = obj._warps(b)
+    exact = obj.with_warps(b)
     assert exact["warped_garment"] is b["warped_garment"]            # nothing attached: the exact warp
     obj.attach_warper(gmm)
-    warped = obj._warps(b)
+    warped = obj.with_warps(b)
     assert not torch.allclose(warped["warped_garment"], b["warped_garment"])
     loss, _ = obj(b)
     loss.backward()

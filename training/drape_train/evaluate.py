@@ -37,8 +37,7 @@ from torch.utils.data import DataLoader
 from drape_train.config import TrainConfig
 from drape_train.datasets import NetworkDataset, _img
 from drape_train.models import NETWORKS
-from drape_train.models.representation import (ARMS, HEAD, LOWER, NUM_LABELS, ParsingGroups, garment_prob,
-                                               labels_to_logits, mask_to_logits)
+from drape_train.models.representation import (ARMS, HEAD, LOWER, NUM_LABELS, ParsingGroups, garment_prob)
 from drape_train.objectives import Objective, delta_e2000, iou, seg_metrics, ssim
 
 console = Console(width=None if sys.stdout.isatty() else 150)
@@ -142,11 +141,10 @@ def evaluate_network(name: str, ckpt: Path, data: str, split: str, batch: int = 
         d.setdefault(k, []).append(np.asarray(v, dtype=np.float64).ravel())
 
     prior = parsing_prior(NetworkDataset(data, "train", name)) if name == "human_parsing" else None
-    gmm = load_objective(ckpt.parent / "gmm").net if name == "tom" else None
+    if name == "tom":   # TOM sees what serving gives it: the GMM's warp, not the exact one (so does the paste)
+        obj.attach_warper(load_objective(ckpt.parent / "gmm").net)
     for b in DataLoader(ds, batch_size=batch):
-        if gmm is not None:   # TOM sees what serving gives it: the GMM's warp, not the exact one
-            b["warped_garment"], b["warped_mask"] = gmm(labels_to_logits(b["parse"]), b["garment"],
-                                                        mask_to_logits(b["garment_mask"]))
+        b = obj.with_warps(b)
         for k, v in obj.metrics(b).items():
             add(model, k, v.numpy())
         if name == "garment_seg":

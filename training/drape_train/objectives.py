@@ -94,7 +94,8 @@ class Objective(nn.Module):
         """TOM trains on the garment as this (frozen) GMM warps it instead of the exact warp."""
         self._warper = [gmm.eval().requires_grad_(False)]
 
-    def _warps(self, b: dict) -> dict:
+    def with_warps(self, b: dict) -> dict:
+        """``b`` with the attached GMM's warp in place of the exact one (TOM only; unchanged otherwise)."""
         if self.name != "tom" or not self._warper:
             return b
         with torch.no_grad():
@@ -146,7 +147,7 @@ class Objective(nn.Module):
 
     def forward(self, b: dict) -> tuple[torch.Tensor, dict]:
         w = self.cfg.loss
-        b = self._warps(b)
+        b = self.with_warps(b)
         if self.name in ("garment_seg", "onmodel_seg"):
             logits = self.net(*self.inputs(b))
             prob, m = torch.sigmoid(logits), b["mask"]
@@ -169,16 +170,15 @@ class Objective(nn.Module):
         if self.name == "gmm":
             args = self.inputs(b)
             points = self.net.control_points(*args)
-            warped = F.grid_sample(torch.cat([b["garment"], b["garment_mask"]], 1), self.net.grid(points),
-                                   align_corners=False)
+            grid = self.net.grid(points)
+            warped = F.grid_sample(torch.cat([b["garment"], b["garment_mask"]], 1), grid, align_corners=False)
             l1 = masked_l1(warped[:, :3], b["target"], b["target_mask"] + warped[:, 3:4].detach())
             mask = F.l1_loss(warped[:, 3:4], b["target_mask"])
             smooth = smoothness(points, self.net.grid_size)
             loss, logs = w.l1 * l1 + w.mask * mask + w.smooth * smooth, {"l1": l1, "mask": mask, "smooth": smooth}
             if w.flow and "flow" in b:   # synthetic data knows the exact warp: supervise the grid on garment pixels
                 valid = (b["flow"][:, :1] > -1.5).float() * b["target_mask"]
-                grid = self.net.grid(points).permute(0, 3, 1, 2)
-                logs["flow"] = ((grid - b["flow"]).abs() * valid).sum() / (2 * valid.sum() + 1e-6)
+                logs["flow"] = ((grid.permute(0, 3, 1, 2) - b["flow"]).abs() * valid).sum() / (2 * valid.sum() + 1e-6)
                 loss = loss + w.flow * logs["flow"]
             return loss, logs
         if self.name == "tom":
@@ -200,7 +200,7 @@ class Objective(nn.Module):
     @torch.no_grad()
     def metrics(self, b: dict) -> dict[str, torch.Tensor]:
         """Per-sample validation metrics [B] for one batch; the mean over the split is reported."""
-        b = self._warps(b)
+        b = self.with_warps(b)
         if self.name in ("garment_seg", "onmodel_seg"):
             return seg_metrics(self.net(*self.inputs(b)) > 0, b["mask"] > 0.5)
         if self.name == "human_parsing":
