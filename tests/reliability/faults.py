@@ -56,6 +56,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
+from tests.reliability._sampling import PeriodicSampler
+
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_REPO = ROOT / "build" / "model_repository" / "cpu"
 DEFAULT_OUT = ROOT / "build" / "reliability" / "faults"
@@ -422,24 +424,14 @@ class ProbeRunner:
 # --------------------------------------------------------------------------------------- state sampler
 
 
-class StateSampler:
+class StateSampler(PeriodicSampler):
     """What Triton says about itself, and whether the target's stub exists, every ``interval_s``."""
 
     def __init__(self, host: str, port: int, pid: Callable[[], int], models: Sequence[str], instance: str,
                  origin: float, interval_s: float = 0.5):
+        super().__init__(interval_s)
         self.host, self.port, self.pid, self.models, self.instance = host, port, pid, list(models), instance
-        self.origin, self.interval_s = origin, interval_s
-        self.samples: list[dict] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def start(self) -> "StateSampler":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(30)
+        self.origin = origin
 
     def sample(self) -> dict:
         s = {"t": round(_now() - self.origin, 2),
@@ -451,11 +443,6 @@ class StateSampler:
         s["stubs_alive"] = len(stubs)
         s[f"{self.instance}_stub"] = stubs.get(self.instance, 0)
         return s
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self.samples.append(self.sample())
-            self._stop.wait(self.interval_s)
 
     def changes(self) -> list[dict]:
         """Samples where anything but the time changed (stub pids reduced to present/absent)."""

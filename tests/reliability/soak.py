@@ -37,6 +37,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from tests.reliability._sampling import PeriodicSampler
+
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_REPO = ROOT / "build" / "model_repository" / "cpu"
 DEFAULT_OUT = ROOT / "build" / "reliability" / "soak"
@@ -44,6 +46,7 @@ LOCUSTFILE = ROOT / "client" / "locustfile.py"
 LOCUST = Path(sys.executable).with_name("locust")
 STUB_BINARY = "triton_python_backend_stub"
 WINDOW_S = 30.0
+BREAKDOWN = ("server_anon", "server_shmem", "stubs_anon", "stubs_shmem", "total_file", "shm_bytes")
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,14 @@ class MemorySample:
     total_pss: int
     stubs: int
     stub_pids: str  # space-separated, sorted
+    # where the RSS lives (/proc/<pid>/status): private heap (RssAnon), shared memory pages touched (RssShmem:
+    # the python backend's /dev/shm regions, counted in every process that touched them), mapped files (RssFile)
+    server_anon: int = 0
+    server_shmem: int = 0
+    stubs_anon: int = 0
+    stubs_shmem: int = 0
+    total_file: int = 0
+    shm_bytes: int = 0         # bytes allocated in /dev/shm by this server's regions (each page counted once)
 
     @property
     def stub_set(self) -> frozenset[int]:
@@ -93,8 +104,44 @@ def sample_memory(server_pid: int, t: float) -> MemorySample:
             info = None
         rss.append(info.rss if info else 0)
         pss.append(getattr(info, "pss", 0) if info else 0)
+    parts = [_rss_parts(p.pid) for p in procs]
     stubs = sorted(p.pid for p in procs[1:])
-    return MemorySample(round(t, 1), rss[0], sum(rss[1:]), sum(rss), sum(pss), len(stubs), " ".join(map(str, stubs)))
+    return MemorySample(round(t, 1), rss[0], sum(rss[1:]), sum(rss), sum(pss), len(stubs), " ".join(map(str, stubs)),
+                        server_anon=parts[0]["RssAnon"], server_shmem=parts[0]["RssShmem"],
+                        stubs_anon=sum(q["RssAnon"] for q in parts[1:]),
+                        stubs_shmem=sum(q["RssShmem"] for q in parts[1:]),
+                        total_file=sum(q["RssFile"] for q in parts), shm_bytes=_shm_bytes(server))
+
+
+def _rss_parts(pid: int) -> dict[str, int]:
+    """RssAnon / RssFile / RssShmem of one process in bytes (0 when it is gone)."""
+    out = {"RssAnon": 0, "RssFile": 0, "RssShmem": 0}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in out:
+                out[key] = int(value.split()[0]) * 1024
+    except OSError:
+        pass
+    return out
+
+
+def _shm_bytes(server) -> int:
+    """Allocated bytes of the server's python-backend regions in /dev/shm (its shm-region-prefix-name)."""
+    try:
+        prefix = next((a.split("shm-region-prefix-name=", 1)[1] for a in server.cmdline()
+                       if "shm-region-prefix-name=" in a), None)
+    except Exception:  # psutil.Error: the server is gone
+        return 0
+    if not prefix:
+        return 0
+    total = 0
+    for region in Path("/dev/shm").glob(prefix + "*"):
+        try:
+            total += region.stat().st_blocks * 512
+        except OSError:
+            pass
+    return total
 
 
 def _is_stub(proc) -> bool:
@@ -107,29 +154,20 @@ def _is_stub(proc) -> bool:
         return False
 
 
-class MemorySampler:
+class MemorySampler(PeriodicSampler):
     """Samples on its own thread every ``interval_s`` (the first sample at once)."""
 
     def __init__(self, pid: int, interval_s: float):
-        self.pid, self.interval_s = pid, interval_s
-        self.samples: list[MemorySample] = []
+        super().__init__(interval_s)
+        self.pid = pid
         self.origin = time.monotonic()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def start(self) -> "MemorySampler":
         self.origin = time.monotonic()
-        self._thread.start()
-        return self
+        return super().start()
 
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(30)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self.samples.append(sample_memory(self.pid, time.monotonic() - self.origin))
-            self._stop.wait(self.interval_s)
+    def sample(self) -> MemorySample:
+        return sample_memory(self.pid, time.monotonic() - self.origin)
 
 
 def growth(samples: list[MemorySample], baseline_s: float, field: str = "total_rss") -> dict:
@@ -145,7 +183,7 @@ def growth(samples: list[MemorySample], baseline_s: float, field: str = "total_r
                          "lower --baseline-min or run longer")
     b, e = statistics.fmean(base), statistics.fmean(end)
     return {"field": field, "window_s": round(window, 1), "baseline_bytes": round(b), "end_bytes": round(e),
-            "growth": round(e / b - 1.0, 4)}
+            "growth": round(e / b - 1.0, 4) if b else None}
 
 
 # ------------------------------------------------------------------------------------------------ locust
@@ -227,6 +265,7 @@ def soak(cfg: SoakConfig, grpc_url: str, http_url: str, pid: int, log=print) -> 
         report["rss"] = growth(samples, cfg.baseline_min * 60.0, "total_rss")
         report["pss"] = growth(samples, cfg.baseline_min * 60.0, "total_pss")
         report["server_rss"] = growth(samples, cfg.baseline_min * 60.0, "server_rss")
+        report["breakdown"] = {f: growth(samples, cfg.baseline_min * 60.0, f) for f in BREAKDOWN}
         if report["rss"]["growth"] > cfg.max_growth:
             problems.append(f"RSS grew {report['rss']['growth']:.1%} > {cfg.max_growth:.0%} from minute "
                             f"{cfg.baseline_min:g} to the end")
@@ -282,6 +321,9 @@ def _print(report: dict) -> None:
             g = report[key]
             con.print(f"{key}: {g['baseline_bytes'] / mib:.0f} MiB at minute {report['config']['baseline_min']} -> "
                       f"{g['end_bytes'] / mib:.0f} MiB at the end ({g['growth']:+.1%})")
+    for key, g in report.get("breakdown", {}).items():
+        con.print(f"  {key:<13} {g['baseline_bytes'] / mib:7.0f} -> {g['end_bytes'] / mib:7.0f} MiB "
+                  f"({(g['end_bytes'] - g['baseline_bytes']) / mib:+.0f} MiB)")
     con.print(f"peak RSS {report['peak_rss_bytes'] / mib:.0f} MiB over {report['samples']} samples")
     for p in report["problems"]:
         con.print(f"[red]FAIL[/] {p}")
