@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import IO, Iterable
 
 from . import contract
+from .gateway import MAX_BODY_BYTES, GatewayError, find_nginx, start_gateway
 
 __all__ = [
     "TritonInstall",
@@ -470,6 +471,7 @@ def _server_command(
     address: str,
     extra_args: Iterable[str],
     admin_key: str = "",
+    metrics_address: str | None = None,
 ) -> list[str]:
     http_port, grpc_port, metrics_port = ports
     shm_prefix = f"drape_{os.getpid()}_{secrets.token_hex(4)}_"  # unique per server: two servers must not share regions
@@ -482,7 +484,7 @@ def _server_command(
         f"--http-port={http_port}",
         f"--grpc-address={address}",
         f"--grpc-port={grpc_port}",
-        f"--metrics-address={address}",
+        f"--metrics-address={address if metrics_address is None else metrics_address}",
         f"--metrics-port={metrics_port}",
         "--allow-gpu-metrics=false",
         "--metrics-config=summary_latencies=true",  # latency quantiles for monitoring/rules (as in k8s)
@@ -531,6 +533,7 @@ def start_server(
     backend_root: str | Path | None = None,
     extra_args: Iterable[str] = (),
     admin_key: str | None = None,
+    metrics_address: str | None = None,
 ) -> ServerHandle:
     """Start tritonserver on ``model_repository`` and return once every model is ready.
 
@@ -539,6 +542,8 @@ def start_server(
     :class:`ServerStartError` (with the log tail) if the server dies or is not
     ready within ``ready_timeout`` seconds; the process is stopped in that case.
     ``admin_key`` (default: ``$DRAPE_ADMIN_KEY`` or a random key) guards the admin APIs; see the module docstring.
+    ``metrics_address`` binds the metrics endpoint elsewhere than HTTP/gRPC (default: ``address``), e.g.
+    HTTP/gRPC on 127.0.0.1 behind the request-size gateway while Prometheus scrapes metrics on 0.0.0.0.
     A GPU repository whose TensorRT plans do not match this machine raises :class:`ServerStartError` first.
     """
     repo = Path(model_repository).resolve()
@@ -558,7 +563,7 @@ def start_server(
     backend_dir = prepare_backend_dir(install, backend_root)
     picked = iter(free_ports(3))
     ports = tuple(p if p is not None else next(picked) for p in (http_port, grpc_port, metrics_port))
-    command = _server_command(install, backend_dir, repo, ports, address, extra_args, admin_key)
+    command = _server_command(install, backend_dir, repo, ports, address, extra_args, admin_key, metrics_address)
 
     log = None
     if log_file is not None:
@@ -632,6 +637,11 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-file", default=None, help="also write the server log to this file")
     parser.add_argument("--ready-timeout", type=float, default=DEFAULT_READY_TIMEOUT_S, help="seconds to wait for readiness")
     parser.add_argument("--backend-root", default=None, help="where to keep the writable python backend copy")
+    parser.add_argument(
+        "--gateway", action="store_true",
+        help="run the request-size gateway (nginx, as in the Kubernetes pod) on --http-port/--grpc-port in front of "
+             "tritonserver, which then listens on 127.0.0.1 only: request bodies over 2 x MAX_IMAGE_BYTES + 1 MiB "
+             "are refused before they reach Triton (needs nginx: apt-get install nginx)")
     return parser
 
 
@@ -647,49 +657,96 @@ def _describe_repository(repo: Path) -> str:
         return str(repo)
 
 
+def _wait_for_exit(handle: ServerHandle, gateway) -> int:
+    """Block until tritonserver (or the gateway) exits on its own; report it and return an exit code."""
+    if gateway is None:
+        code = handle.process.wait()
+        print(f"drape-serve: tritonserver exited unexpectedly with code {code}", file=sys.stderr)
+        return code or 1
+    while True:
+        code = handle.process.poll()
+        if code is not None:
+            print(f"drape-serve: tritonserver exited unexpectedly with code {code}", file=sys.stderr)
+            return code or 1
+        code = gateway.process.poll()
+        if code is not None:
+            print(f"drape-serve: the gateway (nginx) exited unexpectedly with code {code}:\n{gateway.log_tail()}",
+                  file=sys.stderr)
+            return code or 1
+        time.sleep(0.5)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Foreground server: start, wait ready, print usage, run until Ctrl-C/SIGTERM, exit 0 on request."""
+    """Foreground server: start, wait ready, print usage, run until Ctrl-C/SIGTERM, exit 0 on request.
+
+    ``--gateway``: tritonserver's HTTP and gRPC endpoints bind to 127.0.0.1 on free ports and the request-size
+    gateway (nginx, :mod:`drape_serving.gateway`, the config the Kubernetes sidecar runs) takes ``--http-port`` /
+    ``--grpc-port`` on ``--address`` in front of them; metrics stay on ``--address:--metrics-port``.
+    """
     args = _build_parser().parse_args(argv)
     signal.signal(signal.SIGINT, _raise_stop)
     signal.signal(signal.SIGTERM, _raise_stop)
     handle = None
+    gateway = None
     try:
+        nginx = find_nginx() if args.gateway else None  # before minutes of model loading: a missing nginx fails at once
         print(f"drape-serve: starting tritonserver on {_describe_repository(Path(args.model_repository))}", file=sys.stderr)
-        handle = start_server(
-            args.model_repository,
-            args.http_port,
-            args.grpc_port,
-            args.metrics_port,
-            args.log_file,
-            address=args.address,
-            ready_timeout=args.ready_timeout,
-            echo=True,
-            backend_root=args.backend_root,
-        )
+        if args.gateway:
+            handle = start_server(args.model_repository, None, None, args.metrics_port, args.log_file,
+                                  address="127.0.0.1", metrics_address=args.address, ready_timeout=args.ready_timeout,
+                                  echo=True, backend_root=args.backend_root)
+            gateway = start_gateway(handle.http_port, handle.grpc_port, args.http_port, args.grpc_port,
+                                    address=args.address, echo=True, nginx=nginx)
+            public = gateway
+            via = (f"\n  through the request-size gateway (nginx): request bodies over {MAX_BODY_BYTES} bytes "
+                   f"({MAX_BODY_BYTES / _MIB:.0f} MiB) are refused before they reach Triton "
+                   f"(HTTP {handle.http_url}, gRPC {handle.grpc_url}, loopback only)")
+        else:
+            handle = start_server(
+                args.model_repository,
+                args.http_port,
+                args.grpc_port,
+                args.metrics_port,
+                args.log_file,
+                address=args.address,
+                ready_timeout=args.ready_timeout,
+                echo=True,
+                backend_root=args.backend_root,
+            )
+            public, via = handle, ""
         key_origin = f"from ${ADMIN_KEY_ENV}" if os.environ.get(ADMIN_KEY_ENV) else \
             f"generated for this run; set ${ADMIN_KEY_ENV} to choose one"
         print(
-            f"\ndrape-serve: ready in {handle.startup_s:.1f}s  HTTP {handle.http_url}  gRPC {handle.grpc_url}  "
-            f"metrics {handle.metrics_url}\n  try: {sample_command(handle.http_port, handle.grpc_port)}\n"
+            f"\ndrape-serve: ready in {handle.startup_s:.1f}s  HTTP {public.http_url}  gRPC {public.grpc_url}  "
+            f"metrics {handle.metrics_url}{via}\n  try: {sample_command(public.http_port, public.grpc_port)}\n"
             f"  admin APIs ({', '.join(RESTRICTED_APIS)}) need the header {ADMIN_HEADER} ({key_origin}):\n"
-            f"    curl -X POST -H '{ADMIN_HEADER}: {handle.admin_key}' http://localhost:{handle.http_port}/v2/repository/index\n"
+            f"    curl -X POST -H '{ADMIN_HEADER}: {handle.admin_key}' http://localhost:{public.http_port}/v2/repository/index\n"
             f"    gRPC metadata: {_GRPC_HEADER_PREFIX}{ADMIN_HEADER}: {handle.admin_key}\n"
             "  Ctrl-C to stop.",
             file=sys.stderr,
             flush=True,
         )
-        code = handle.process.wait()
-        print(f"drape-serve: tritonserver exited unexpectedly with code {code}", file=sys.stderr)
-        return code or 1
+        code = _wait_for_exit(handle, gateway)
+        if gateway is not None:
+            gateway.stop()
+        handle.stop()  # tritonserver is gone (or the gateway is): reap stubs and shm regions it may have left
+        return code
     except _StopRequested as stop:
-        print(f"drape-serve: {stop}, stopping tritonserver...", file=sys.stderr)
+        print(f"drape-serve: {stop}, stopping {'the gateway and ' if gateway is not None else ''}tritonserver...",
+              file=sys.stderr)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not abandon the shutdown
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if gateway is not None:
+            gateway.stop()
         if handle is not None:
             handle.stop()
         return 0
-    except ServerStartError as exc:
+    except (ServerStartError, GatewayError) as exc:
         print(f"drape-serve: error: {exc}", file=sys.stderr)
+        if gateway is not None:
+            gateway.stop()
+        if handle is not None:
+            handle.stop()
         return 1
 
 
