@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import secrets
 import shutil
+import socket
 import subprocess
 import urllib.error
 import urllib.request
@@ -93,6 +94,27 @@ def test_triton_accepts_the_deployment_flags_and_restricts_admin_apis(cpu_repo, 
             assert client.tryon(samples / "person.jpg", samples / "garment.jpg").ndim == 3
         metrics = urllib.request.urlopen(h.metrics_url, timeout=10).read().decode()
         assert 'nv_inference_request_summary_us{model="tryon",version=' in metrics and 'quantile="0.95"' in metrics
+
+        # HTTP and gRPC on loopback only (the gateway sidecar is the way in), metrics on every address (Prometheus)
+        for flag in ("--http-address=127.0.0.1", "--grpc-address=127.0.0.1", "--metrics-address=0.0.0.0"):
+            assert flag in h.command, flag
+        outside = _non_loopback_ipv4()
+        if outside:
+            for port in (h.http_port, h.grpc_port):
+                with pytest.raises(OSError):
+                    socket.create_connection((outside, port), timeout=2).close()
+            socket.create_connection((outside, h.metrics_port), timeout=2).close()
+
+
+def _non_loopback_ipv4() -> str | None:
+    """This machine's outbound IPv4 address (no packet is sent), or None without one."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.255", 9))
+            address = s.getsockname()[0]
+        except OSError:
+            return None
+    return None if address.startswith("127.") else address
 
 
 def _python_instances(repo: Path) -> int:

@@ -245,9 +245,15 @@ def test_triton_serving_flags_probes_and_ports(overlay):
         assert flag in args, flag
     assert f"--http-restricted-api={ADMIN_APIS}:drape-admin-key=$(DRAPE_ADMIN_KEY)" in args
     assert f"--grpc-restricted-protocol={ADMIN_APIS}:drape-admin-key=$(DRAPE_ADMIN_KEY)" in args
-    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"http": 8000, "grpc": 8001, "metrics": 8002}
-    assert c["startupProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
+    # HTTP/gRPC on loopback only (the gateway sidecar is the way in); metrics reachable for Prometheus
+    for flag in ("--http-address=127.0.0.1", "--grpc-address=127.0.0.1", "--metrics-address=0.0.0.0",
+                 "--http-port=8000", "--grpc-port=8001", "--metrics-port=8002"):
+        assert flag in args, flag
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"metrics": 8002}
+    # the kubelet's httpGet dials the pod IP, where Triton does not listen: an exec probe
+    assert c["startupProbe"]["exec"]["command"] == ["python3", "-m", "drape_serving.health", "ready"]
     assert c["startupProbe"]["periodSeconds"] * c["startupProbe"]["failureThreshold"] >= 300
+    assert c["startupProbe"]["timeoutSeconds"] >= 3
     # /v2/health/{ready,live} plus the python-backend stubs (Triton does not notice a dead stub; see drape_serving.health)
     assert c["readinessProbe"]["exec"]["command"] == ["python3", "-m", "drape_serving.health", "ready"]
     assert c["livenessProbe"]["exec"]["command"] == ["python3", "-m", "drape_serving.health", "live"]
@@ -256,6 +262,64 @@ def test_triton_serving_flags_probes_and_ports(overlay):
     labels = dep["spec"]["template"]["metadata"]["labels"]
     assert all(labels.get(k) == v for t in spread for k, v in t["labelSelector"]["matchLabels"].items())
     assert c["image"].endswith(f"-triton{NGC_RELEASE}")
+
+
+def _nginx_listen_and_upstreams(config: str) -> tuple[dict[str, int], dict[str, str]]:
+    """{"http"|"grpc": listen port} and {"triton_http"|"triton_grpc": "host:port"} of a gateway config."""
+    listens = [(int(port), bool(h2)) for port, h2 in re.findall(r"^\s*listen (\d+)( http2)?;", config, re.M)]
+    upstreams = dict(re.findall(r"upstream (\w+) \{\s*server (\S+)", config))
+    return {("grpc" if h2 else "http"): port for port, h2 in listens}, upstreams
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_gateway_sidecar_is_the_only_way_in(overlay):
+    """The request-size gateway (nginx) owns the pod's http/grpc ports, proxies to Triton's loopback ports, runs the
+    generated config from a hashed ConfigMap (a config change rolls the pods) and keeps the restricted profile."""
+    from drape_serving import gateway
+
+    docs = render(f"overlays/{overlay}")
+    dep, triton_c = triton(f"overlays/{overlay}")
+    spec = dep["spec"]["template"]["spec"]
+    (gw,) = [c for c in spec["containers"] if c["name"] == "gateway"]
+    assert [c["name"] for c in spec["containers"]] == ["triton", "gateway"]
+    image, tag = gw["image"].rsplit(":", 1)
+    assert image == "nginxinc/nginx-unprivileged" and re.fullmatch(r"\d+\.\d+\.\d+-alpine", tag), gw["image"]
+    assert gw["securityContext"]["runAsUser"] == 101 and gw["securityContext"]["readOnlyRootFilesystem"] is True
+    # nginx -p <emptyDir>/ -c <ConfigMap mount>/nginx.conf -e stderr, in the foreground (daemon off in the config)
+    assert gw["command"] == ["nginx"]
+    args = dict(zip(gw["args"][::2], gw["args"][1::2]))
+    assert set(args) == {"-p", "-c", "-e"} and args["-e"] == "stderr"
+    mounts = {m["mountPath"]: m["name"] for m in gw["volumeMounts"]}
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert "emptyDir" in volumes[mounts[args["-p"].rstrip("/")]]
+    conf_dir, conf_key = args["-c"].rsplit("/", 1)
+    cm_name = volumes[mounts[conf_dir]]["configMap"]["name"]
+    assert re.fullmatch(r"drape-gateway-[a-z0-9]{10}", cm_name), cm_name
+    config = one(docs, "ConfigMap", cm_name)["data"][conf_key]
+    assert config == gateway.K8S_CONFIG.read_text() == gateway.render_k8s()
+    assert "daemon off;" in config
+    # ports: the container's http/grpc are the config's listen ports, the upstreams Triton's loopback ports
+    listen, upstreams = _nginx_listen_and_upstreams(config)
+    assert {p["name"]: p["containerPort"] for p in gw["ports"]} == listen == {"http": 8080, "grpc": 8081}
+    targs = triton_c["args"]
+    assert upstreams == {"triton_http": f"127.0.0.1:{next(a.split('=')[1] for a in targs if a.startswith('--http-port='))}",
+                         "triton_grpc": f"127.0.0.1:{next(a.split('=')[1] for a in targs if a.startswith('--grpc-port='))}"}
+    # the Service keeps 8000/8001 for clients, now the gateway's ports, and 8002 metrics on Triton
+    svc = one(docs, "Service", "drape-triton")
+    by_name = {p["name"]: p for p in svc["spec"]["ports"]}
+    assert {n: p["port"] for n, p in by_name.items()} == {"http": 8000, "grpc": 8001, "metrics": 8002}
+    owner = {p["name"]: c["name"] for c in spec["containers"] for p in c.get("ports", [])}
+    assert {n: owner[p["targetPort"]] for n, p in by_name.items()} == {"http": "gateway", "grpc": "gateway",
+                                                                        "metrics": "triton"}
+    # probes: ready through the gateway to Triton, alive while nginx accepts; drained like Triton on stop
+    assert gw["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
+    assert gw["livenessProbe"]["tcpSocket"] == {"port": "http"}
+    assert gw["lifecycle"]["preStop"] == triton_c["lifecycle"]["preStop"]
+    shutdown = int(re.search(r"worker_shutdown_timeout (\d+)s;", config).group(1))
+    assert int(gw["lifecycle"]["preStop"]["exec"]["command"][1]) + shutdown < spec["terminationGracePeriodSeconds"]
+    # the NetworkPolicy's inference ports are the gateway's, and nothing opens Triton's own HTTP/gRPC ports
+    pol = one(docs, "NetworkPolicy", "drape-triton-inference")
+    assert {p["port"] for r in pol["spec"]["ingress"] for p in r["ports"]} == {"http", "grpc"}
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
