@@ -446,6 +446,29 @@ def test_drape_client_works_unchanged_through_the_gateway(real_server, gateway, 
 
 
 @pytest.mark.server
+def test_bad_inputs_transport_probe_through_the_gateway(real_server, gateway):
+    """`python -m tests.reliability.bad_inputs run --transport-via gateway`: its transport payloads go through the
+    gateway and count as passed only when refused with the limit message and no shm region grew."""
+    from tests.reliability import bad_inputs
+
+    target = bad_inputs.Target(real_server.http_url, real_server.grpc_url, real_server.process.pid)
+    clients, via = bad_inputs.Clients(target), bad_inputs.Clients(bad_inputs.Target(gateway.http_url, gateway.grpc_url))
+    try:
+        probe = bad_inputs.size_limit_probe(clients, bad_inputs.ServerWatch(target.server_pid, None),
+                                            bad_inputs.Pool(7), (40,), gateway=via, direct_transport=False)
+    finally:
+        clients.close()
+        via.close()
+    rows = probe["transport"]
+    assert [(r["route"], r["protocol"]) for r in rows] == [("gateway", "grpc"), ("gateway", "http")]
+    assert all(r["refused_by_gateway"] and not r["shm_regions_grown_mib"] for r in rows), rows
+    report = bad_inputs.Report([], [], {}, {}, True, [], {}, {}, {}, {}, size_probe=probe)
+    assert report.passed
+    rows[0]["refused_by_gateway"] = False  # what a gateway that let it through would record
+    assert not report.passed
+
+
+@pytest.mark.server
 def test_drape_serve_gateway_runs_nginx_in_front_of_triton_and_stops_both(cpu_repo, tmp_path):
     """`drape-serve --gateway`: the printed HTTP/gRPC ports are nginx's, Triton listens on loopback elsewhere,
     the thin client works through them, and Ctrl-C stops nginx and tritonserver (exit 0)."""

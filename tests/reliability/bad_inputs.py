@@ -24,7 +24,10 @@ from /proc, plus the python backend's /dev/shm regions) is sampled throughout an
 
 ``--size-probe`` (on by default) also proves the byte limit is applied before decoding: a valid PNG over the limit
 that decodes to 4096x4096 is answered with the size message, and its server latency is printed beside the time the
-same bytes take to decode in-process; a 64 MiB payload shows what the transport lets through.
+same bytes take to decode in-process; a 64 MiB payload shows what the transport lets through. ``--transport-via
+gateway`` (or ``both``) sends those transport payloads through the request-size gateway (``drape_serving.gateway``:
+nginx in front of the server, started here; needs ``apt-get install nginx``) and requires that it refuses them
+(413 / INVALID_ARGUMENT naming its limit) with the server's shm regions unchanged; ``both`` then sends them direct.
 
 ``fuzz`` runs a coverage-guided atheris harness over the decode/letterbox code in-process (``pip install atheris``).
 
@@ -32,12 +35,15 @@ Examples (from the repository root)::
 
     python -m tests.reliability.bad_inputs run --per-category 20 --out build/reliability/bad_inputs.json
     python -m tests.reliability.bad_inputs run --http-url localhost:8000 --grpc-url localhost:8001
+    python -m tests.reliability.bad_inputs run --categories oversize --per-category 2 --transport-mib 64,300 \
+        --transport-via both
     python -m tests.reliability.bad_inputs fuzz --runs 20000
 """
 from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import functools
 import gzip
 import io
@@ -70,6 +76,8 @@ DEFAULT_REPO = ROOT / "build" / "model_repository" / "cpu"
 DEFAULT_OUT = ROOT / "build" / "reliability" / "bad_inputs.json"
 PROTOCOLS = ("grpc", "http")
 INVALID = {"StatusCode.INVALID_ARGUMENT", "400"}
+GATEWAY_REFUSED = {"StatusCode.INVALID_ARGUMENT", "413"}  # drape_serving.gateway's answers to an oversized body
+GATEWAY_MESSAGE = re.compile(r"over the drape gateway limit of \d+ bytes")
 MAX = contract.MAX_IMAGE_BYTES
 WHICH = ("a", "b", "both")
 MIB = 1 << 20
@@ -881,7 +889,8 @@ def _safe(fn: Callable[[], bool]) -> bool:
 # --------------------------------------------------------------------------------------------- size-limit probe
 
 
-def size_limit_probe(clients: Clients, watch: ServerWatch, pool: Pool, transport_mib: Sequence[int] = (64,)) -> dict:
+def size_limit_probe(clients: Clients, watch: ServerWatch, pool: Pool, transport_mib: Sequence[int] = (64,),
+                     gateway: Clients | None = None, direct_transport: bool = True) -> dict:
     """Show the byte limit is applied before decoding, over both protocols, and what the transport lets through.
 
     The payload is a valid PNG over ``MAX_IMAGE_BYTES`` that decodes to 4096x4096: in-process its full decode takes
@@ -889,6 +898,8 @@ def size_limit_probe(clients: Clients, watch: ServerWatch, pool: Pool, transport
     first thing ``decode_image`` does, before Pillow sees a byte). Then payloads of ``transport_mib`` MiB show that
     Triton itself accepts them (no body limit in front of the codec) and how the python backend's shared-memory
     regions grow to carry them: they keep that size, so large sizes leave the server bigger (own servers only).
+    With ``gateway`` (clients of the request-size gateway in front of the same server) the transport payloads go
+    through it first: it must refuse them with its limit message, and the server's shm regions must not change.
     """
     bomb = oversize_png_bomb()
     t0 = time.perf_counter()
@@ -918,21 +929,27 @@ def size_limit_probe(clients: Clients, watch: ServerWatch, pool: Pool, transport
             "size_message": bool(_REASON_RE["oversize"].search(message)), "invalid_argument": status in INVALID,
             "vs_full_decode": round(latency / decode_s, 3), "memory_before": mem0, "memory_after": watch.memory(),
         })
+    routes = ([("gateway", gateway)] if gateway is not None else []) + ([("direct", clients)] if direct_transport else [])
     for mib in transport_mib:
         big = b"\xff\xd8\xff" + bytes(mib * MIB - 3)
-        for protocol in PROTOCOLS:
-            mem0, regions0 = watch.memory(), watch.shm_regions()
-            status, message, latency, _ = clients.send(
-                protocol, spec.name, [_u8(spec.input_names[0], big), _u8(spec.input_names[1], pool.still_jpeg)])
-            regions1 = watch.shm_regions()
-            owners = watch.region_models()
-            grown = {f"{owners.get(k, '?')}:{k[-8:]}": v // MIB for k, v in regions1.items() if v != regions0.get(k)}
-            out["transport"].append({
-                "protocol": protocol, "payload_mib": mib, "status": status, "message": message[:300],
-                "size_message": bool(_REASON_RE["oversize"].search(message)), "invalid_argument": status in INVALID,
-                "latency_ms": round(latency * 1000, 1), "memory_before": mem0, "memory_after": watch.memory(),
-                "shm_regions_grown_mib": grown,
-            })
+        for route, route_clients in routes:
+            for protocol in PROTOCOLS:
+                mem0, regions0 = watch.memory(), watch.shm_regions()
+                status, message, latency, _ = route_clients.send(
+                    protocol, spec.name, [_u8(spec.input_names[0], big), _u8(spec.input_names[1], pool.still_jpeg)])
+                regions1 = watch.shm_regions()
+                owners = watch.region_models()
+                grown = {f"{owners.get(k, '?')}:{k[-8:]}": v // MIB for k, v in regions1.items()
+                         if v != regions0.get(k)}
+                row = {
+                    "route": route, "protocol": protocol, "payload_mib": mib, "status": status,
+                    "message": message[:300], "size_message": bool(_REASON_RE["oversize"].search(message)),
+                    "invalid_argument": status in INVALID, "latency_ms": round(latency * 1000, 1),
+                    "memory_before": mem0, "memory_after": watch.memory(), "shm_regions_grown_mib": grown,
+                }
+                if route == "gateway":
+                    row["refused_by_gateway"] = status in GATEWAY_REFUSED and bool(GATEWAY_MESSAGE.search(message))
+                out["transport"].append(row)
         del big
     return out
 
@@ -963,7 +980,8 @@ class Report:
     @property
     def passed(self) -> bool:
         probe_ok = self.size_probe is None or all(
-            s["invalid_argument"] and s["size_message"]
+            (s["refused_by_gateway"] and not s["shm_regions_grown_mib"]) if s.get("route") == "gateway"
+            else (s["invalid_argument"] and s["size_message"])
             for s in self.size_probe["server"] + self.size_probe["transport"])
         return (not self.violations and all(c.ok for c in self.checks) and self.server_alive
                 and self.stubs_at_start == self.stubs_at_end and not self.log_alarms and probe_ok)
@@ -1023,8 +1041,11 @@ def _examples(records: Sequence[Record]) -> dict[str, str]:
 
 def run_corpus(target: Target, config: CorpusConfig, *, protocols: Sequence[str] = PROTOCOLS, check_every: int = 50,
                size_probe: bool = False, transport_mib: Sequence[int] = (64,), progress: bool = True,
-               pool: Pool | None = None) -> Report:
-    """Send every case of ``config`` over ``protocols`` to ``target`` and judge the answers and the server."""
+               pool: Pool | None = None, gateway: Target | None = None, direct_transport: bool = True) -> Report:
+    """Send every case of ``config`` over ``protocols`` to ``target`` and judge the answers and the server.
+
+    ``gateway``: the request-size gateway in front of ``target``; the size probe's transport payloads go through
+    it (and, with ``direct_transport``, then straight to ``target`` as well)."""
     started = time.perf_counter()
     pool = pool or Pool(7)
     gen = Generator(pool, config.seed)
@@ -1056,7 +1077,12 @@ def run_corpus(target: Target, config: CorpusConfig, *, protocols: Sequence[str]
         probe = None
         if size_probe:
             watch.phase = "size_probe"
-            probe = size_limit_probe(clients, watch, pool, transport_mib)
+            gateway_clients = Clients(gateway) if gateway is not None else None
+            try:
+                probe = size_limit_probe(clients, watch, pool, transport_mib, gateway_clients, direct_transport)
+            finally:
+                if gateway_clients is not None:
+                    gateway_clients.close()
             checks.append(good.check(config.n_cases, watch, stubs0))
         watch.phase = "end"
         time.sleep(0.2)
@@ -1066,7 +1092,8 @@ def run_corpus(target: Target, config: CorpusConfig, *, protocols: Sequence[str]
             memory_end=watch.memory(), memory_peaks={k: dict(v) for k, v in watch.peaks.items()},
             discarded_valid_mutants=dict(gen.discarded), size_probe=probe,
             config={**asdict(config), "protocols": list(protocols), "check_every": check_every,
-                    "target": {"http": target.http_url, "grpc": target.grpc_url, "pid": target.server_pid}},
+                    "target": {"http": target.http_url, "grpc": target.grpc_url, "pid": target.server_pid},
+                    "gateway": {"http": gateway.http_url, "grpc": gateway.grpc_url} if gateway else None},
             duration_s=time.perf_counter() - started,
         )
     finally:
@@ -1139,7 +1166,10 @@ def print_summary(report: Report) -> None:
                           f"({s['vs_full_decode']:.2f}x the decode time) size message {s['size_message']}")
         for s in p["transport"]:
             before, after = s["memory_before"], s["memory_after"]
-            console.print(f"  transport {s['protocol']} {s['payload_mib']} MiB: {s['status']} in {s['latency_ms']} ms; "
+            route = s.get("route", "direct")
+            verdict = (f" refused by the gateway: {s['refused_by_gateway']}" if route == "gateway" else "")
+            console.print(f"  transport {route} {s['protocol']} {s['payload_mib']} MiB: {s['status']} in "
+                          f"{s['latency_ms']} ms{verdict}; "
                           f"server RSS {before.get('server_rss', 0) / MIB:.0f} -> "
                           f"{after.get('server_rss', 0) / MIB:.0f}"
                           f" MiB, shm {before.get('shm_used', 0) / MIB:.0f} -> {after.get('shm_used', 0) / MIB:.0f} MiB"
@@ -1264,6 +1294,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="comma-separated payload sizes (MiB) the probe sends to show what Triton accepts; sizes over "
                         "the shm region (96 MiB) grow it for good: use large ones on your own server only "
                         "(default %(default)s; RELIABILITY.md used 64,300)")
+    r.add_argument("--transport-via", choices=("direct", "gateway", "both"), default="direct",
+                   help="send the transport payloads straight to the server (default), through the request-size "
+                        "gateway (nginx, drape_serving.gateway, started here in front of the server; it must refuse "
+                        "them with the server's shm unchanged), or through the gateway and then direct")
     r.add_argument("--repo", type=Path, default=DEFAULT_REPO, help="model repository to serve (default %(default)s)")
     r.add_argument("--http-url", help="target a running server instead (host:port); needs --grpc-url too")
     r.add_argument("--grpc-url", help="gRPC host:port of the running server")
@@ -1296,23 +1330,40 @@ def main(argv: list[str] | None = None) -> int:
     if set(protocols) - set(PROTOCOLS):
         raise SystemExit(f"bad_inputs: --protocols must be among {PROTOCOLS}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.transport_via != "direct" and args.no_size_probe:
+        raise SystemExit("bad_inputs: --transport-via needs the size probe (drop --no-size-probe)")
     run = functools.partial(run_corpus, config=config, protocols=protocols, check_every=args.check_every,
                             size_probe=not args.no_size_probe,
-                            transport_mib=tuple(int(v) for v in _split(args.transport_mib)))
-    if args.http_url or args.grpc_url:
-        if not (args.http_url and args.grpc_url):
-            raise SystemExit("bad_inputs: give both --http-url and --grpc-url")
-        pid = args.server_pid or pid_listening_on(int(args.grpc_url.rsplit(":", 1)[1]))
-        if pid is None:
-            print("bad_inputs: server PID not found: process and stub checks are skipped", file=sys.stderr)
-        report = run(Target(args.http_url, args.grpc_url, pid, args.server_log))
-    else:
-        from drape_serving.server import start_server
+                            transport_mib=tuple(int(v) for v in _split(args.transport_mib)),
+                            direct_transport=args.transport_via != "gateway")
+    with contextlib.ExitStack() as stack:
+        if args.http_url or args.grpc_url:
+            if not (args.http_url and args.grpc_url):
+                raise SystemExit("bad_inputs: give both --http-url and --grpc-url")
+            pid = args.server_pid or pid_listening_on(int(args.grpc_url.rsplit(":", 1)[1]))
+            if pid is None:
+                print("bad_inputs: server PID not found: process and stub checks are skipped", file=sys.stderr)
+            target = Target(args.http_url, args.grpc_url, pid, args.server_log)
+        else:
+            from drape_serving.server import start_server
 
-        log = args.out.with_suffix(".tritonserver.log")
-        print(f"bad_inputs: starting tritonserver on {args.repo} (log {log})", file=sys.stderr)
-        with start_server(args.repo, log_file=log, ready_timeout=240) as server:
-            report = run(Target(server.http_url, server.grpc_url, server.process.pid, log))
+            log = args.out.with_suffix(".tritonserver.log")
+            print(f"bad_inputs: starting tritonserver on {args.repo} (log {log})", file=sys.stderr)
+            server = stack.enter_context(start_server(args.repo, log_file=log, ready_timeout=240))
+            target = Target(server.http_url, server.grpc_url, server.process.pid, log)
+        gateway = None
+        if args.transport_via != "direct":
+            from drape_serving.gateway import GatewayError, start_gateway
+
+            host, http_port = target.http_url.rsplit(":", 1)
+            try:
+                g = stack.enter_context(start_gateway(int(http_port), int(target.grpc_url.rsplit(":", 1)[1]),
+                                                      triton_host=host))
+            except GatewayError as exc:
+                raise SystemExit(f"bad_inputs: {exc}") from None
+            print(f"bad_inputs: request-size gateway (nginx) on HTTP {g.http_url}, gRPC {g.grpc_url}", file=sys.stderr)
+            gateway = Target(g.http_url, g.grpc_url)
+        report = run(target, gateway=gateway)
     args.out.write_text(json.dumps(report.to_json(), indent=1))
     print_summary(report)
     print(f"report: {args.out}", file=sys.stderr)
