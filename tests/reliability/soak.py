@@ -84,6 +84,10 @@ class MemorySample:
     stubs_shmem: int = 0
     total_file: int = 0
     shm_bytes: int = 0         # bytes allocated in /dev/shm by this server's regions (each page counted once)
+    stub_anon_detail: str = ""  # "instance=bytes ..." per stub: which model's stub grows
+
+    def stub_anon(self) -> dict[str, int]:
+        return {k: int(v) for k, v in (item.split("=") for item in self.stub_anon_detail.split())}
 
     @property
     def stub_set(self) -> frozenset[int]:
@@ -105,12 +109,21 @@ def sample_memory(server_pid: int, t: float) -> MemorySample:
         rss.append(info.rss if info else 0)
         pss.append(getattr(info, "pss", 0) if info else 0)
     parts = [_rss_parts(p.pid) for p in procs]
+    names = {pid: name for name, pid in _stub_names(server_pid).items()}
+    detail = " ".join(f"{names.get(p.pid, p.pid)}={q['RssAnon']}" for p, q in zip(procs[1:], parts[1:]))
     stubs = sorted(p.pid for p in procs[1:])
     return MemorySample(round(t, 1), rss[0], sum(rss[1:]), sum(rss), sum(pss), len(stubs), " ".join(map(str, stubs)),
                         server_anon=parts[0]["RssAnon"], server_shmem=parts[0]["RssShmem"],
                         stubs_anon=sum(q["RssAnon"] for q in parts[1:]),
                         stubs_shmem=sum(q["RssShmem"] for q in parts[1:]),
-                        total_file=sum(q["RssFile"] for q in parts), shm_bytes=_shm_bytes(server))
+                        total_file=sum(q["RssFile"] for q in parts), shm_bytes=_shm_bytes(server),
+                        stub_anon_detail=detail)
+
+
+def _stub_names(server_pid: int) -> dict[str, int]:
+    from tests.reliability.faults import stub_processes   # instance name -> pid, from each stub's argv
+
+    return stub_processes(server_pid)
 
 
 def _rss_parts(pid: int) -> dict[str, int]:
@@ -184,6 +197,14 @@ def growth(samples: list[MemorySample], baseline_s: float, field: str = "total_r
     b, e = statistics.fmean(base), statistics.fmean(end)
     return {"field": field, "window_s": round(window, 1), "baseline_bytes": round(b), "end_bytes": round(e),
             "growth": round(e / b - 1.0, 4) if b else None}
+
+
+def stub_growth(samples: list[MemorySample], baseline_s: float, top: int = 6) -> dict[str, float]:
+    """The stubs whose heap (RssAnon) grew most, in MiB, from the first sample at ``baseline_s`` to the last."""
+    first = next((s for s in samples if s.t >= baseline_s), samples[0]).stub_anon()
+    last = samples[-1].stub_anon()
+    diff = {k: (last[k] - first[k]) / (1 << 20) for k in last if k in first}
+    return dict(sorted(((k, round(v, 1)) for k, v in diff.items()), key=lambda kv: -kv[1])[:top])
 
 
 # ------------------------------------------------------------------------------------------------ locust
@@ -266,6 +287,7 @@ def soak(cfg: SoakConfig, grpc_url: str, http_url: str, pid: int, log=print) -> 
         report["pss"] = growth(samples, cfg.baseline_min * 60.0, "total_pss")
         report["server_rss"] = growth(samples, cfg.baseline_min * 60.0, "server_rss")
         report["breakdown"] = {f: growth(samples, cfg.baseline_min * 60.0, f) for f in BREAKDOWN}
+        report["stub_anon_growth_mib"] = stub_growth(samples, cfg.baseline_min * 60.0)
         if report["rss"]["growth"] > cfg.max_growth:
             problems.append(f"RSS grew {report['rss']['growth']:.1%} > {cfg.max_growth:.0%} from minute "
                             f"{cfg.baseline_min:g} to the end")
@@ -324,6 +346,8 @@ def _print(report: dict) -> None:
     for key, g in report.get("breakdown", {}).items():
         con.print(f"  {key:<13} {g['baseline_bytes'] / mib:7.0f} -> {g['end_bytes'] / mib:7.0f} MiB "
                   f"({(g['end_bytes'] - g['baseline_bytes']) / mib:+.0f} MiB)")
+    if report.get("stub_anon_growth_mib"):
+        con.print("  stub heap growth (MiB): " + ", ".join(f"{k} {v:+.0f}" for k, v in report["stub_anon_growth_mib"].items()))
     con.print(f"peak RSS {report['peak_rss_bytes'] / mib:.0f} MiB over {report['samples']} samples")
     for p in report["problems"]:
         con.print(f"[red]FAIL[/] {p}")
