@@ -489,7 +489,8 @@ def test_drape_serve_gateway_runs_nginx_in_front_of_triton_and_stops_both(cpu_re
             time.sleep(0.5)
         text = log.read_text()
         assert f"HTTP 127.0.0.1:{http_port}  gRPC 127.0.0.1:{grpc_port}" in text
-        m = re.search(r"request-size gateway.*\(HTTP 127\.0\.0\.1:(\d+), gRPC 127\.0\.0\.1:(\d+), loopback only\)", text)
+        m = re.search(r"request-size gateway.*\(Triton itself: HTTP 127\.0\.0\.1:(\d+), gRPC 127\.0\.0\.1:(\d+), "
+                      r"loopback only\)", text)
         assert m and {int(m.group(1)), int(m.group(2))}.isdisjoint({http_port, grpc_port}), text[-2000:]
         with DrapeClient(f"127.0.0.1:{grpc_port}", timeout_s=120) as client:
             assert client.tryon(SAMPLES / "person.jpg", SAMPLES / "garment.jpg").ndim == 3

@@ -19,6 +19,10 @@ generated per start; :meth:`ServerHandle.admin_headers` builds the headers. Heal
 inference stay open; Prometheus metrics are on their own port. Triton only takes the key on its command line,
 so it is visible to local users who can list processes: run the server in its own container/user.
 
+``drape-serve --gateway`` puts the request-size gateway (nginx, :mod:`drape_serving.gateway`, the config the
+Kubernetes sidecar runs) on the HTTP/gRPC ports and binds tritonserver's own HTTP/gRPC to 127.0.0.1: request bodies
+over two contract images plus framing are refused before Triton, which has no body limit, buffers them.
+
 Before starting, a GPU repository's TensorRT plans are checked against this machine's GPU architecture and
 TensorRT version (``drape_serving.plan_check``); a mismatch refuses to start with a message naming the model.
 
@@ -700,7 +704,7 @@ def main(argv: list[str] | None = None) -> int:
             public = gateway
             via = (f"\n  through the request-size gateway (nginx): request bodies over {MAX_BODY_BYTES} bytes "
                    f"({MAX_BODY_BYTES / _MIB:.0f} MiB) are refused before they reach Triton "
-                   f"(HTTP {handle.http_url}, gRPC {handle.grpc_url}, loopback only)")
+                   f"(Triton itself: HTTP {handle.http_url}, gRPC {handle.grpc_url}, loopback only)")
         else:
             handle = start_server(
                 args.model_repository,
