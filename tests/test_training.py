@@ -176,6 +176,24 @@ def test_recolor_base_matches_the_still_garment_moments_inside_the_mask():
     assert not torch.allclose(masked_moments(src, m)[0], mu_r, atol=0.05)   # the input really was different
 
 
+def test_recolor_colour_head_starts_as_the_identity_and_applies_a_quadratic_per_image():
+    from drape_train.models.recolor import ColourHead
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 8, 6, generator=g)
+    head = ColourHead(in_features=5)
+    stats = torch.randn(2, 5, generator=g)
+    assert torch.allclose(head(x, stats), x, atol=1e-6)     # training starts at the moment-matched base
+    with torch.no_grad():                                    # out_r = 0.1 + 0.5 r + 0.2 g*b, others unchanged
+        bias = head.mlp[-1].bias.view(3, ColourHead.TERMS)
+        bias[0].zero_()
+        bias[0, 0], bias[0, 1], bias[0, 9] = 0.1, 0.5, 0.2
+    out = head(x, stats)
+    r, gg, b = x[:, 0], x[:, 1], x[:, 2]
+    assert torch.allclose(out[:, 0], 0.1 + 0.5 * r + 0.2 * gg * b, atol=1e-6)
+    assert torch.allclose(out[:, 1:], x[:, 1:], atol=1e-6)
+
+
 def test_tps_bound_probe_scores_the_exact_warp_perfectly_and_a_tps_fit_below_it(tmp_path):
     from drape_train.data.layout import write_dataset
     from drape_train.tps_bound import bound

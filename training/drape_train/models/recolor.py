@@ -7,6 +7,12 @@ The network starts from a classical answer and learns what it gets wrong: the on
 mean/std matched to the still garment's (Reinhard's transfer, in RGB, with the soft masks as weights). That base
 is an input of the on-model encoder and the decoder predicts a residual on top of it, so early training already
 sits at the classical baseline and the learned part is the non-linear rest (hue rotations, shading).
+
+A degradation is one colour function applied to every garment pixel, so most of what the base gets wrong is
+global too: a small head (`ColourHead`) reads the pooled features of both encoders and the garments' colour
+moments and predicts a quadratic colour polynomial (per output channel: 1, r, g, b, r², g², b², rg, rb, gb)
+applied to the base pixel by pixel. It starts as the identity, so training still starts at the base; the
+decoder's residual is added after it for what is local (edges, shading).
 """
 from __future__ import annotations
 
@@ -29,16 +35,43 @@ class RecolorNet(nn.Module):
         f = 2 ** (len(widths) - 1)
         self.attn = CrossAttention(widths[-1], heads, height // f, width // f)
         self.decoder = Decoder(widths, 3)
+        self.colour = ColourHead(2 * widths[-1] + 12)
 
     def forward(self, on_model, still, parsing_logits, still_mask_logits):
         m = garment_prob(self.groups(parsing_logits))
         sm = torch.sigmoid(still_mask_logits)
-        base = moment_match(on_model, m, still, sm)
+        (mu_on, sd_on), (mu_st, sd_st) = masked_moments(on_model, m), masked_moments(still, sm)
+        base = transfer(on_model, mu_on, sd_on, mu_st, sd_st)                 # moment_match, moments kept
         fo = self.enc_on(torch.cat([on_model * 2 - 1, m, base * 2 - 1], 1))
         fs = self.enc_still(torch.cat([(still * 2 - 1) * sm, sm], 1))
         bottleneck = self.attn(fo[-1], fs[-1])
-        pred = torch.clamp(base + self.decoder(fo, bottleneck), 0.0, 1.0)   # a residual on the classical base
+        stats = torch.cat([bottleneck.mean((2, 3)), fs[-1].mean((2, 3)),
+                           *(t.flatten(1) for t in (mu_on, sd_on, mu_st, sd_st))], 1)
+        graded = self.colour(base, stats)                                     # a global colour correction
+        pred = torch.clamp(graded + self.decoder(fo, bottleneck), 0.0, 1.0)  # plus a local residual
         return m * pred + (1 - m) * on_model, m
+
+
+class ColourHead(nn.Module):
+    """Pooled features -> a quadratic RGB polynomial per image, applied to every pixel of ``x``; identity at init."""
+
+    TERMS = 10   # 1, r, g, b, r^2, g^2, b^2, rg, rb, gb
+
+    def __init__(self, in_features: int, hidden: int = 128):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(in_features, hidden), nn.GELU(), nn.Linear(hidden, 3 * self.TERMS))
+        nn.init.zeros_(self.mlp[-1].weight)
+        identity = torch.zeros(3, self.TERMS)
+        identity[0, 1] = identity[1, 2] = identity[2, 3] = 1.0
+        with torch.no_grad():
+            self.mlp[-1].bias.copy_(identity.flatten())
+
+    def forward(self, x: torch.Tensor, stats: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        coef = self.mlp(stats).reshape(b, 3, self.TERMS)
+        r, g, bl = x[:, 0:1], x[:, 1:2], x[:, 2:3]
+        terms = torch.cat([torch.ones_like(r), r, g, bl, r * r, g * g, bl * bl, r * g, r * bl, g * bl], 1)
+        return (coef @ terms.flatten(2)).reshape(b, 3, h, w)                 # MatMul: [B,3,10] x [B,10,HW]
 
 
 def masked_moments(x: torch.Tensor, w: torch.Tensor, eps: float = 1e-4) -> tuple[torch.Tensor, torch.Tensor]:
@@ -51,6 +84,10 @@ def masked_moments(x: torch.Tensor, w: torch.Tensor, eps: float = 1e-4) -> tuple
 
 def moment_match(src: torch.Tensor, src_w: torch.Tensor, ref: torch.Tensor, ref_w: torch.Tensor) -> torch.Tensor:
     """``src`` with its weighted per-channel moments replaced by ``ref``'s, clamped to [0, 1]."""
-    mu_s, sd_s = masked_moments(src, src_w)
-    mu_r, sd_r = masked_moments(ref, ref_w)
+    return transfer(src, *masked_moments(src, src_w), *masked_moments(ref, ref_w))
+
+
+def transfer(src: torch.Tensor, mu_s: torch.Tensor, sd_s: torch.Tensor, mu_r: torch.Tensor,
+             sd_r: torch.Tensor) -> torch.Tensor:
+    """``src`` moved from moments (mu_s, sd_s) to (mu_r, sd_r) channel by channel, clamped to [0, 1]."""
     return torch.clamp((src - mu_s) / sd_s * sd_r + mu_r, 0.0, 1.0)
