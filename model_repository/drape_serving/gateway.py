@@ -245,33 +245,27 @@ http {{
         error_page 504 = @timeout;
 
         # A trailers-only gRPC response: HTTP/2 headers carrying grpc-status and grpc-message, no body.
-        location @too_large {{
-            default_type application/grpc;
-            add_header grpc-status {grpc_invalid_argument} always;
-            add_header grpc-message "{limit_message}" always;
-            return 204;
-        }}
-        location @internal {{
-            default_type application/grpc;
-            add_header grpc-status {grpc_internal} always;
-            add_header grpc-message "drape gateway: internal error (see the gateway log)" always;
-            return 204;
-        }}
-        location @unavailable {{
-            default_type application/grpc;
-            add_header grpc-status {grpc_unavailable} always;
-            add_header grpc-message "drape gateway: Triton is unavailable (not listening or restarting); retry" always;
-            return 204;
-        }}
-        location @timeout {{
-            default_type application/grpc;
-            add_header grpc-status {grpc_deadline_exceeded} always;
-            add_header grpc-message "drape gateway: no answer from Triton within {timeout} s" always;
-            return 204;
-        }}
+{grpc_errors}
     }}
 }}
 """
+
+
+def _grpc_error_locations(message: str) -> str:
+    """One ``location @name`` per gRPC error answer the server block's ``error_page`` lines name."""
+    answers = (
+        ("too_large", GRPC_INVALID_ARGUMENT, message),
+        ("internal", GRPC_INTERNAL, "drape gateway: internal error (see the gateway log)"),
+        ("unavailable", GRPC_UNAVAILABLE, "drape gateway: Triton is unavailable (not listening or restarting); retry"),
+        ("timeout", GRPC_DEADLINE_EXCEEDED, f"drape gateway: no answer from Triton within {_UPSTREAM_TIMEOUT_S} s"),
+    )
+    return "\n".join(
+        f"        location @{name} {{\n"
+        f"            default_type application/grpc;\n"
+        f"            add_header grpc-status {status} always;\n"
+        f'            add_header grpc-message "{text}" always;\n'
+        f"            return 204;\n"
+        f"        }}" for name, status, text in answers)
 
 
 def render(settings: GatewaySettings, *, run_note: str = "") -> str:
@@ -286,7 +280,7 @@ def render(settings: GatewaySettings, *, run_note: str = "") -> str:
         listen_http=settings.listen_http, listen_grpc=settings.listen_grpc, triton_http=settings.triton_http,
         triton_grpc=settings.triton_grpc, timeout=_UPSTREAM_TIMEOUT_S, grpc_invalid_argument=GRPC_INVALID_ARGUMENT,
         grpc_unavailable=GRPC_UNAVAILABLE, grpc_internal=GRPC_INTERNAL, grpc_unimplemented=GRPC_UNIMPLEMENTED,
-        grpc_deadline_exceeded=GRPC_DEADLINE_EXCEEDED,
+        grpc_deadline_exceeded=GRPC_DEADLINE_EXCEEDED, grpc_errors=_grpc_error_locations(message),
     )
 
 
