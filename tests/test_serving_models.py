@@ -492,6 +492,33 @@ def test_serving_settings_reach_every_config_and_bad_values_are_refused(tmp_path
         ServingSettings(max_queue_delay_us=-1)
 
 
+@pytest.mark.parametrize("target", ["cpu", "gpu"])
+def test_every_network_warms_up_at_its_largest_batch(tmp_path, target):
+    """Each network config is a valid Triton ModelConfig whose warmup sends every input, zeros, at max_batch_size."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    from drape_export.repository import assemble, load_cards
+    from drape_serving.plan_check import Runtime
+
+    onnx_dir = write_tiny_networks(tmp_path / "onnx")
+    networks = {c.model_name for c in load_cards(onnx_dir)}
+    assert networks >= {"garment_seg", "human_parsing", "gmm", "tom", "recolor_net"}
+    repo = tmp_path / target
+    assemble(onnx_dir, repo, target=target, plan_runtime=Runtime("10.3.0", "9.0") if target == "gpu" else None)
+    for name in sorted(networks):
+        cfg = text_format.Parse((repo / name / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+        assert len(cfg.model_warmup) == 1, name
+        warm = cfg.model_warmup[0]
+        assert warm.batch_size == cfg.max_batch_size > 1
+        assert set(warm.inputs) == {i.name for i in cfg.input}
+        for i in cfg.input:
+            w = warm.inputs[i.name]
+            assert w.zero_data and w.data_type == i.data_type and list(w.dims) == list(i.dims), (name, i.name)
+    pre = text_format.Parse((repo / "tryon_preprocess" / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+    assert not pre.model_warmup   # decoding models have no meaningful zero input: they are not warmed
+
+
 def test_assemble_gpu_refuses_a_plan_built_for_another_gpu_or_tensorrt(tmp_path):
     from drape_export.repository import AssemblyError, assemble
     from drape_serving.plan_check import Runtime

@@ -342,12 +342,26 @@ def network_config(
     )
     kind = "KIND_CPU" if target == "cpu" else "KIND_GPU"
     text += f"instance_group [ {{ count: {settings.instances}, kind: {kind} }} ]\n"
+    text += _warmup_block(card)
     if target == "cpu":
         text += (
             'parameters { key: "intra_op_num_threads" value: { string_value: "'
             f'{threads}" }} }}\n'
         )
     return text
+
+
+def _warmup_block(card: ModelCard) -> str:
+    """One warmup request per instance at load time, at the largest batch: each instance's memory (ONNX Runtime's
+    arena on CPU, TensorRT's activations on GPU) reaches its high-water mark before the model is ready, instead
+    of stepping up under traffic the first time the dynamic batcher forms a full batch (the soak saw exactly those
+    steps: RELIABILITY.md), and the first real request does not pay for it."""
+    inputs = "".join(
+        f'    inputs {{ key: "{t.name}" value: {{ data_type: {t.triton_type} dims: [ {_dims(t.shape)} ] zero_data: true }} }}\n'
+        for t in card.inputs)
+    return ("model_warmup [\n  {\n"
+            f'    name: "zeros_at_max_batch"\n    batch_size: {card.max_batch_size}\n{inputs}'
+            "  }\n]\n")
 
 
 def fill_placeholders(
