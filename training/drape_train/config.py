@@ -24,8 +24,6 @@ class ModelCfg(_Strict):
     dual: bool | None = None          # onmodel_seg: also read the still and cross-attend to it (False = photo only)
     cross_skip: bool | None = None    # onmodel_seg (dual): the next finer skip level cross-attends to the still too
     still_widths: list[int] | None = None   # onmodel_seg (dual): still encoder widths (default: half of widths)
-    colour_bins: int | None = None    # recolor: soft RGB histograms (bins per axis) of both garments feed the colour head
-    colour_mlp: int | None = None     # recolor: hidden units of a per-image pixel MLP after the colour polynomial
 
 
 class DataCfg(_Strict):
@@ -86,7 +84,7 @@ class TrainConfig(_Strict):
             kw["stem_stride"] = self.model.stem_stride
         if self.model.attention is not None:
             kw["attention"] = self.model.attention
-        for key in ("dual", "cross_skip", "still_widths", "colour_bins", "colour_mlp"):
+        for key in ("dual", "cross_skip", "still_widths"):
             if getattr(self.model, key) is not None:
                 kw[key] = getattr(self.model, key)
         return kw
