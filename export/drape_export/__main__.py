@@ -31,6 +31,10 @@ def _add_settings_arguments(parser: argparse.ArgumentParser) -> None:
                         help="queued requests per preprocess model (the ensembles' entry) (default: %(default)s)")
     parser.add_argument("--prepost-instances", type=int, default=d.prepost_instances,
                         help="instances per python pre/post model (default: %(default)s)")
+    parser.add_argument("--warmup-batch", type=int, default=d.warmup_batch,
+                        help="zero warmup batch every network instance runs at load, capped at its max batch; 0 = none "
+                             "(default: the max batch on cpu, 1 on gpu). On CPU the memory it takes is held from the "
+                             "start: lower it for large resolutions")
 
 
 def settings_from_args(args: argparse.Namespace) -> ServingSettings:
@@ -42,6 +46,7 @@ def settings_from_args(args: argparse.Namespace) -> ServingSettings:
         max_queue_size=args.max_queue_size,
         entry_queue_size=args.entry_queue_size,
         prepost_instances=args.prepost_instances,
+        warmup_batch=args.warmup_batch,
     )
 
 
