@@ -191,22 +191,7 @@ http {{
         error_page 502 = @unavailable;
         error_page 504 = @timeout;
 
-        location @too_large {{
-            default_type application/json;
-            return 413 '{{"error":"{limit_message}"}}';
-        }}
-        location @internal {{
-            default_type application/json;
-            return 500 '{{"error":"drape gateway: internal error (see the gateway log)"}}';
-        }}
-        location @unavailable {{
-            default_type application/json;
-            return 503 '{{"error":"drape gateway: Triton is unavailable (not listening or restarting); retry"}}';
-        }}
-        location @timeout {{
-            default_type application/json;
-            return 504 '{{"error":"drape gateway: no answer from Triton within {timeout} s"}}';
-        }}
+{http_errors}
     }}
 
     # gRPC (KServe v2 GRPCInferenceService) over cleartext HTTP/2.
@@ -251,21 +236,34 @@ http {{
 """
 
 
-def _grpc_error_locations(message: str) -> str:
-    """One ``location @name`` per gRPC error answer the server block's ``error_page`` lines name."""
-    answers = (
-        ("too_large", GRPC_INVALID_ARGUMENT, message),
-        ("internal", GRPC_INTERNAL, "drape gateway: internal error (see the gateway log)"),
-        ("unavailable", GRPC_UNAVAILABLE, "drape gateway: Triton is unavailable (not listening or restarting); retry"),
-        ("timeout", GRPC_DEADLINE_EXCEEDED, f"drape gateway: no answer from Triton within {_UPSTREAM_TIMEOUT_S} s"),
+def _error_answers(message: str) -> tuple[tuple[str, int, int, str], ...]:
+    """(location, HTTP status, gRPC status, message) of every error the gateway answers itself."""
+    return (
+        ("too_large", 413, GRPC_INVALID_ARGUMENT, message),
+        ("internal", 500, GRPC_INTERNAL, "drape gateway: internal error (see the gateway log)"),
+        ("unavailable", 503, GRPC_UNAVAILABLE, "drape gateway: Triton is unavailable (not listening or restarting); retry"),
+        ("timeout", 504, GRPC_DEADLINE_EXCEEDED, f"drape gateway: no answer from Triton within {_UPSTREAM_TIMEOUT_S} s"),
     )
+
+
+def _http_error_locations(message: str) -> str:
+    """One ``location @name`` per HTTP error answer: Triton's JSON error format."""
+    return "\n".join(
+        f"        location @{name} {{\n"
+        f"            default_type application/json;\n"
+        f"            return {http} '{{\"error\":\"{text}\"}}';\n"
+        f"        }}" for name, http, _, text in _error_answers(message))
+
+
+def _grpc_error_locations(message: str) -> str:
+    """One ``location @name`` per gRPC error answer: trailers-only, grpc-status and grpc-message in the headers."""
     return "\n".join(
         f"        location @{name} {{\n"
         f"            default_type application/grpc;\n"
-        f"            add_header grpc-status {status} always;\n"
+        f"            add_header grpc-status {grpc} always;\n"
         f'            add_header grpc-message "{text}" always;\n'
         f"            return 204;\n"
-        f"        }}" for name, status, text in answers)
+        f"        }}" for name, _, grpc, text in _error_answers(message))
 
 
 def render(settings: GatewaySettings, *, run_note: str = "") -> str:
@@ -281,6 +279,7 @@ def render(settings: GatewaySettings, *, run_note: str = "") -> str:
         triton_grpc=settings.triton_grpc, timeout=_UPSTREAM_TIMEOUT_S, grpc_invalid_argument=GRPC_INVALID_ARGUMENT,
         grpc_unavailable=GRPC_UNAVAILABLE, grpc_internal=GRPC_INTERNAL, grpc_unimplemented=GRPC_UNIMPLEMENTED,
         grpc_deadline_exceeded=GRPC_DEADLINE_EXCEEDED, grpc_errors=_grpc_error_locations(message),
+        http_errors=_http_error_locations(message),
     )
 
 
@@ -315,8 +314,27 @@ def find_nginx() -> str:
                        "(Debian/Ubuntu; any nginx >= 1.19.5 with the http_v2, grpc and mirror modules works)")
 
 
+class Endpoints:
+    """``http_url`` / ``grpc_url`` from ``host`` and the two ports, as tritonclient takes them (no scheme).
+    Shared by the gateway's and the server's handles: a client talks to either the same way."""
+
+    host: str
+    http_port: int
+    grpc_port: int
+
+    @property
+    def http_url(self) -> str:
+        """``host:port`` for ``tritonclient.http``."""
+        return f"{self.host}:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        """``host:port`` for ``tritonclient.grpc``."""
+        return f"{self.host}:{self.grpc_port}"
+
+
 @dataclass
-class GatewayHandle:
+class GatewayHandle(Endpoints):
     """A running nginx gateway. ``stop()`` (or leaving the ``with`` block) shuts it down and removes its prefix."""
 
     process: subprocess.Popen
@@ -328,15 +346,6 @@ class GatewayHandle:
     _tail: collections.deque = field(default_factory=lambda: collections.deque(maxlen=40), repr=False)
     _pump: threading.Thread | None = field(default=None, repr=False)
     _own_prefix: bool = field(default=True, repr=False)
-
-    @property
-    def http_url(self) -> str:
-        """``host:port`` for ``tritonclient.http`` (no scheme)."""
-        return f"{self.host}:{self.http_port}"
-
-    @property
-    def grpc_url(self) -> str:
-        return f"{self.host}:{self.grpc_port}"
 
     def log_tail(self) -> str:
         return "\n".join(self._tail)

@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import IO, Iterable
 
 from . import contract
-from .gateway import MAX_BODY_BYTES, GatewayError, find_nginx, start_gateway
+from .gateway import MAX_BODY_BYTES, Endpoints, GatewayError, find_nginx, start_gateway
 
 __all__ = [
     "TritonInstall",
@@ -251,7 +251,7 @@ def _die_with_parent() -> None:
 
 
 @dataclass
-class ServerHandle:
+class ServerHandle(Endpoints):
     """A running tritonserver. ``stop()`` (or leaving the ``with`` block) shuts it down."""
 
     process: subprocess.Popen
@@ -266,16 +266,6 @@ class ServerHandle:
     _tail: collections.deque = field(default_factory=lambda: collections.deque(maxlen=_LOG_TAIL_LINES), repr=False)
     _errors: collections.deque = field(default_factory=lambda: collections.deque(maxlen=_ERROR_LINES), repr=False)
     _pump: threading.Thread | None = field(default=None, repr=False)
-
-    @property
-    def http_url(self) -> str:
-        """``host:port`` for ``tritonclient.http`` (no scheme, as tritonclient expects)."""
-        return f"{self.host}:{self.http_port}"
-
-    @property
-    def grpc_url(self) -> str:
-        """``host:port`` for ``tritonclient.grpc``."""
-        return f"{self.host}:{self.grpc_port}"
 
     @property
     def metrics_url(self) -> str:
