@@ -202,3 +202,28 @@ def test_tps_bound_probe_scores_the_exact_warp_perfectly_and_a_tps_fit_below_it(
     write_dataset(data, {"train": 1, "val": 1, "test": 2}, seed=7, height=256, width=192, workers=1)
     exact, fitted = bound(str(data), "test", 5)
     assert exact > 0.95 and 0.0 < fitted < exact
+
+
+def test_recolor_probe_oracles_bound_the_classical_estimators_and_its_reinhard_row_is_the_evaluate_baseline(tmp_path):
+    from drape_train.data.layout import write_dataset
+    from drape_train.datasets import NetworkDataset
+    from drape_train.evaluate import reinhard
+    from drape_train.recolor_bound import probe, _de
+
+    data = tmp_path / "data"
+    write_dataset(data, {"train": 1, "val": 1, "test": 3}, seed=11, height=256, width=192, workers=1)
+    rows = probe(str(data), "test")
+    oracle_aff, oracle_quad = rows["oracle affine fit on the target"], rows["oracle quadratic fit on the target"]
+    assert oracle_quad["mean"] <= oracle_aff["mean"] + 1e-6 < rows["input (degraded)"]["mean"]
+    assert oracle_aff["mean"] < 2.0                   # a global map explains the synthetic degradation
+    for name in ("moments RGB (the network's base)", "Reinhard Lab (evaluate baseline)", "Gaussian OT Lab"):
+        assert rows[name]["mean"] > oracle_quad["mean"]
+    # the Reinhard row is the evaluate baseline on the very items evaluate scores
+    ds = NetworkDataset(str(data), "test", "recolor", seed=12345)
+    px = []
+    for i in range(len(ds)):
+        it = ds[i]
+        m, sm = it["garment_mask"][0].numpy() > 0.5, it["still_mask"][0].numpy() > 0.5
+        img = lambda k: it[k].permute(1, 2, 0).numpy()
+        px.append(_de(reinhard(img("on_model"), m, img("still"), sm)[m], img("target")[m]))
+    assert abs(np.concatenate(px).mean() - rows["Reinhard Lab (evaluate baseline)"]["mean"]) < 0.02
