@@ -227,3 +227,26 @@ def test_recolor_probe_oracles_bound_the_classical_estimators_and_its_reinhard_r
         img = lambda k: it[k].permute(1, 2, 0).numpy()
         px.append(_de(reinhard(img("on_model"), m, img("still"), sm)[m], img("target")[m]))
     assert abs(np.concatenate(px).mean() - rows["Reinhard Lab (evaluate baseline)"]["mean"]) < 0.02
+
+
+def test_recolor_colour_match_reads_least_squares_statistics_of_matched_still_colours():
+    from drape_train.models.recolor import ColourMatch
+
+    g = torch.Generator().manual_seed(1)
+    match = ColourMatch(channels=8, factor=4)
+    base = torch.rand(2, 3, 16, 12, generator=g)
+    m = torch.zeros(2, 1, 16, 12)
+    m[..., 4:12, 4:8] = 1.0                                          # the on-model garment: 2x1 cells
+    still = torch.zeros(2, 3, 16, 12)
+    still[:, 0], still[:, 1], still[:, 2] = 0.2, 0.5, 0.7           # one colour where the still's mask is...
+    sm = torch.zeros(2, 1, 16, 12)
+    sm[..., :8, :] = 1.0
+    still[..., 8:, :] = 1.0                                          # ...and white backdrop outside it
+    feats = torch.randn(2, 8, 4, 3, generator=g), torch.randn(2, 8, 4, 3, generator=g)
+    out = match(feats[0], base, m, feats[1], still, sm)
+    assert out.shape == (2, ColourMatch.FEATURES)
+    gram, cross = out[:, :16].view(2, 4, 4), out[:, 16:].view(2, 4, 3)
+    assert torch.allclose(gram[:, 0, 0], torch.ones(2), atol=1e-3)  # E_w[1]
+    cells = base[..., 4:12, 4:8].reshape(2, 3, 2, 4, 1, 4).mean((3, 5)).flatten(2)   # garment cells' mean colour
+    assert torch.allclose(gram[:, 0, 1:], cells.mean(-1), atol=1e-3)               # E_w[x]
+    assert torch.allclose(cross[:, 0], torch.tensor([0.2, 0.5, 0.7]).expand(2, 3), atol=1e-3)  # backdrop ignored

@@ -12,7 +12,10 @@ A degradation is one colour function applied to every garment pixel, so most of 
 global too: a small head (`ColourHead`) reads the pooled features of both encoders and the garments' colour
 moments and predicts a quadratic colour polynomial (per output channel: 1, r, g, b, r², g², b², rg, rb, gb)
 applied to the base pixel by pixel. It starts as the identity, so training still starts at the base; the
-decoder's residual is added after it for what is local (edges, shading).
+decoder's residual is added after it for what is local (edges, shading). Its error is almost all in that global
+function (`python -m drape_train.recolor_bound`), so the head also reads colour correspondences: `ColourMatch`
+pairs each on-model cell with the still colour it attends to at 1/8 resolution and hands over the affine
+least-squares statistics of those pairs.
 """
 from __future__ import annotations
 
@@ -35,7 +38,8 @@ class RecolorNet(nn.Module):
         f = 2 ** (len(widths) - 1)
         self.attn = CrossAttention(widths[-1], heads, height // f, width // f)
         self.decoder = Decoder(widths, 3)
-        self.colour = ColourHead(2 * widths[-1] + 12)
+        self.match = ColourMatch(widths[-2], 2 ** (len(widths) - 2))
+        self.colour = ColourHead(2 * widths[-1] + 12 + ColourMatch.FEATURES)
 
     def forward(self, on_model, still, parsing_logits, still_mask_logits):
         m = garment_prob(self.groups(parsing_logits))
@@ -45,8 +49,9 @@ class RecolorNet(nn.Module):
         fo = self.enc_on(torch.cat([on_model * 2 - 1, m, base * 2 - 1], 1))
         fs = self.enc_still(torch.cat([(still * 2 - 1) * sm, sm], 1))
         bottleneck = self.attn(fo[-1], fs[-1])
+        pairs = self.match(fo[-2], base, m, fs[-2], still, sm)
         stats = torch.cat([bottleneck.mean((2, 3)), fs[-1].mean((2, 3)),
-                           *(t.flatten(1) for t in (mu_on, sd_on, mu_st, sd_st))], 1)
+                           *(t.flatten(1) for t in (mu_on, sd_on, mu_st, sd_st)), pairs], 1)
         graded = self.colour(base, stats)                                     # a global colour correction
         pred = torch.clamp(graded + self.decoder(fo, bottleneck), 0.0, 1.0)  # plus a local residual
         return m * pred + (1 - m) * on_model, m
@@ -72,6 +77,47 @@ class ColourHead(nn.Module):
         r, g, bl = x[:, 0:1], x[:, 1:2], x[:, 2:3]
         terms = torch.cat([torch.ones_like(r), r, g, bl, r * r, g * g, bl * bl, r * g, r * bl, g * bl], 1)
         return (coef @ terms.flatten(2)).reshape(b, 3, h, w)                 # MatMul: [B,3,10] x [B,10,HW]
+
+
+class ColourMatch(nn.Module):
+    """Colour correspondences between the garments, summarised as least-squares statistics for the colour head.
+
+    At 1/``factor`` resolution every on-model garment cell attends over the still's garment cells by appearance
+    (no positions: the garment sits elsewhere in the still) and reads the still's mean colour there. The pairs
+    (base colour x, matched still colour c) are reduced to the normal equations of an affine fit x -> c,
+    E[phi phi^T] and E[phi c^T] with phi = (1, r, g, b), weighted by the garment mask: 28 numbers from which the
+    head can read which base colour belongs to which still colour (a gradient's top and bottom, a print's two
+    inks), what pooled moments cannot tell apart. MatMul/Softmax/AveragePool only.
+    """
+
+    FEATURES = 28
+
+    def __init__(self, channels: int, factor: int, dim: int = 32):
+        super().__init__()
+        self.factor = factor
+        self.q = nn.Sequential(nn.LayerNorm(channels), nn.Linear(channels, dim))
+        self.k = nn.Sequential(nn.LayerNorm(channels), nn.Linear(channels, dim))
+        self.scale = dim ** -0.5
+
+    def _cells(self, img, mask):
+        """Mask-weighted mean colour [B,N,3] and mask share [B,N,1] per cell."""
+        w = nn.functional.avg_pool2d(mask, self.factor)
+        c = nn.functional.avg_pool2d(img * mask, self.factor) / (w + 1e-4)
+        return c.flatten(2).transpose(1, 2), w.flatten(2).transpose(1, 2)
+
+    def forward(self, f_on, base, m, f_still, still, sm):
+        x, w_on = self._cells(base, m)
+        c, w_st = self._cells(still, sm)
+        q = self.q(f_on.flatten(2).transpose(1, 2))
+        k = self.k(f_still.flatten(2).transpose(1, 2))
+        attn = torch.softmax(q @ k.transpose(1, 2) * self.scale, -1) * (w_st + 1e-4).transpose(1, 2)
+        read = attn @ torch.cat([c, torch.ones_like(c[..., :1])], -1)       # [B,N,4]: sum a*c, sum a
+        matched = read[..., :3] / read[..., 3:]                               # background cells weigh ~0
+        phi = torch.cat([torch.ones_like(x[..., :1]), x], -1)                 # [B,N,4]
+        raw = (phi * w_on).transpose(1, 2) @ torch.cat([phi, matched], -1)    # [B,4,7]; [0,0] = sum of weights
+        raw = raw / (raw[:, :1, :1] + 1e-4)
+        gram, cross = raw[..., :4], raw[..., 4:]                              # E_w[phi phi^T], E_w[phi c^T]
+        return torch.cat([gram.flatten(1), cross.flatten(1)], 1)
 
 
 def masked_moments(x: torch.Tensor, w: torch.Tensor, eps: float = 1e-4) -> tuple[torch.Tensor, torch.Tensor]:
