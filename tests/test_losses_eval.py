@@ -94,3 +94,24 @@ def test_delta_e2000_metric_matches_numpy_reference():
     got = delta_e2000(torch.from_numpy(a).permute(0, 3, 1, 2), torch.from_numpy(b).permute(0, 3, 1, 2))[:, 0]
     ref = deltaE_ciede2000(rgb2lab(a), rgb2lab(b))
     assert np.abs(got.numpy() - ref).max() < 0.05
+
+
+@pytest.mark.parametrize("hw", [(256, 192), (512, 384)])
+def test_tom_is_scored_on_what_the_tryon_ensemble_returns(hw):
+    """The TOM loss and metrics composite exactly like serving's post-processing (model resolution, no letterbox)."""
+    from drape_serving.prepost import tryon_composite
+    from drape_train.objectives import served_tryon
+
+    g = torch.Generator().manual_seed(3)
+    h, w = hw
+    tryon, person = torch.rand(1, 3, h, w, generator=g), torch.rand(1, 3, h, w, generator=g)
+    edit = torch.zeros(1, 1, h, w)
+    edit[..., h // 4: h // 2, w // 3: 2 * w // 3] = 1.0                # a hard edge: the feather matters
+    person = (person * 255).round() / 255                                # serving's orig is uint8
+    ours = served_tryon(tryon, edit, person)[0].permute(1, 2, 0).numpy() * 255
+    orig = (person[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    theirs = tryon_composite(tryon[0].numpy(), edit[0].numpy(), orig).astype(np.float32)
+    assert np.abs(ours - theirs).max() <= 1.01                           # serving rounds to uint8 twice
+    far = np.zeros((h, w), bool)
+    far[: h // 8] = True                                                 # well outside the edit mask: the photo
+    assert np.abs(ours[far] - orig[far]).max() < 1e-3

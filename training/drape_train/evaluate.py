@@ -8,7 +8,9 @@ Baselines (no learning, same inputs the network gets):
   gmm            bounding-box affine: the still's garment box mapped onto the torso box read off the
                  garment-agnostic parse (chin to waistband, silhouette width without arms)
   tom            naive paste: the warped garment pasted onto the person where the warped mask > 0.5
-                 (both TOM and the paste get the garment as the trained GMM warps it: the served chain)
+                 (both TOM and the paste get the garment as the trained GMM warps it: the served chain).
+                 TOM is scored on what the try-on ensemble returns: its image inside the feathered edit mask,
+                 the person's own pixels outside (`objectives.served_tryon`); ssim_render is the raw U-Net image
   recolor        Reinhard transfer: Lab mean/std of the on-model garment matched to the still's garment
   onmodel_seg    the human_parsing network's garment labels (what the recolor ensemble uses today); every
                  onmodel_seg checkpoint given with --onmodel (single / dual variants, seeds) runs on the same

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 import os
 
+from drape_serving.prepost import feather_sigma
 from drape_train.config import TrainConfig
 from drape_train.losses import PatchDiscriminator, boundary_loss, focal_loss, load_vgg, perceptual_and_style, tversky_loss
 from drape_train.models import build
@@ -46,6 +47,16 @@ def delta_e2000(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def ssim(a, b):
     return kornia.metrics.ssim(a.clamp(0, 1), b.clamp(0, 1), 7).mean((1, 2, 3))
+
+
+def served_tryon(tryon: torch.Tensor, edit_mask: torch.Tensor, person: torch.Tensor) -> torch.Tensor:
+    """What the try-on ensemble returns, at model resolution: TOM's image inside the feathered edit mask, the
+    person photo's own pixels outside (`drape_serving.prepost.tryon_composite` in torch, same Gaussian: cv2's
+    kernel size for float images, replicated border)."""
+    s = feather_sigma(tryon.shape[-2])
+    k = 2 * int(round(4 * s)) + 1
+    m = kornia.filters.gaussian_blur2d(edit_mask, (k, k), (s, s), border_type="replicate").clamp(0, 1)
+    return person * (1 - m) + tryon * m
 
 
 def seg_metrics(pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -183,11 +194,12 @@ class Objective(nn.Module):
             return loss, logs
         if self.name == "tom":
             ins = self.inputs(b)
-            tryon, _, rendered, m = self.net.render(*ins)
-            l1 = F.l1_loss(tryon, b["target"])
-            l1_render = F.l1_loss(rendered, b["target"])
+            tryon, edit, rendered, m = self.net.render(*ins)
+            served = served_tryon(tryon, edit, b["person"])              # the loss sees what users get
+            l1 = F.l1_loss(served, b["target"])
+            l1_render = masked_l1(rendered, b["target"], edit)             # the render matters where it is used
             mask_reg = (1 - m).abs().mul(b["warped_mask"]).mean()     # prefer the warped garment's own pixels
-            extra, logs = self._image_terms(tryon, b["target"], torch.cat(ins, 1))
+            extra, logs = self._image_terms(served, b["target"], torch.cat(ins, 1))
             loss = w.l1 * (l1 + 0.5 * l1_render) + w.mask * mask_reg + extra
             return loss, {"l1": l1, "l1_render": l1_render, **logs}
         out, _ = self.net(*self.inputs(b))
@@ -216,8 +228,10 @@ class Objective(nn.Module):
             _, wmask = self.net(*self.inputs(b))
             return {"warped_mask_iou": iou(wmask > 0.5, b["target_mask"] > 0.5).squeeze(1)}
         if self.name == "tom":
-            tryon, _ = self.net(*self.inputs(b))
-            return {"psnr": psnr(tryon, b["target"]), "ssim": ssim(tryon, b["target"])}
+            tryon, edit = self.net(*self.inputs(b))
+            served = served_tryon(tryon, edit, b["person"])
+            return {"psnr": psnr(served, b["target"]), "ssim": ssim(served, b["target"]),
+                    "ssim_render": ssim(tryon, b["target"])}
         out, _ = self.net(*self.inputs(b))
         gm = b["garment_mask"]
         de = (delta_e76(out, b["target"]) * gm).sum((1, 2, 3)) / gm.sum((1, 2, 3)).clamp_min(1)
