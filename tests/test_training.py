@@ -137,6 +137,24 @@ def test_gmm_flow_term_supervises_the_tps_grid_where_the_data_has_an_exact_warp(
     assert "flow" not in off(b)[1]
 
 
+def test_gmm_mask_dice_scores_the_overlap_the_metric_counts(tmp_path):
+    from drape_train.config import TrainConfig
+    from drape_train.objectives import Objective, dice_loss
+
+    cfg, _ = load_config(ROOT / "training/configs/gmm.yaml")
+    assert cfg.loss.mask_dice > 0
+    obj = Objective(cfg)
+    b = _batch("gmm", tmp_path)
+    _, logs = obj(b)
+    with torch.no_grad():
+        _, warped_mask = obj.net(*obj.inputs(b))
+    assert torch.allclose(logs["mask_dice"].detach(), dice_loss(warped_mask, b["target_mask"]), atol=1e-5)
+    assert 0.0 < float(logs["mask_dice"]) < 1.0
+    assert float(dice_loss(b["target_mask"], b["target_mask"])) < 0.01      # perfect overlap costs ~nothing
+    off = Objective(TrainConfig.model_validate({**cfg.model_dump(), "loss": {**cfg.loss.model_dump(), "mask_dice": 0}}))
+    assert "mask_dice" not in off(b)[1]
+
+
 def test_tom_trains_on_the_gmm_warp_when_configured(tmp_path):
     from drape_train.objectives import Objective
 
@@ -250,3 +268,34 @@ def test_recolor_colour_match_reads_least_squares_statistics_of_matched_still_co
     cells = base[..., 4:12, 4:8].reshape(2, 3, 2, 4, 1, 4).mean((3, 5)).flatten(2)   # garment cells' mean colour
     assert torch.allclose(gram[:, 0, 1:], cells.mean(-1), atol=1e-3)               # E_w[x]
     assert torch.allclose(cross[:, 0], torch.tensor([0.2, 0.5, 0.7]).expand(2, 3), atol=1e-3)  # backdrop ignored
+
+
+def test_gmm_starts_from_the_moment_alignment_of_the_still_onto_the_agnostic_torso():
+    from drape_train.models.gmm import GMM, mask_frame, pixel_coords
+    from drape_train.models.representation import labels_to_logits, mask_to_logits
+
+    h, w = 64, 48
+    net = GMM([4, 8, 16, 16], h, w).eval()
+    parse = torch.zeros(1, h, w, dtype=torch.long)
+    parse[:, 4:12, 18:30] = 13                                          # face
+    parse[:, 16:40, 12:36] = 5                                          # upper clothes: body shape, no label used
+    parse[:, 40:60, 14:34] = 9                                          # trousers
+    still = torch.zeros(1, 1, h, w)
+    still[..., 8:56, 6:42] = 1.0                                        # a big garment in the still
+    with torch.no_grad():
+        points = net.control_points(labels_to_logits(parse), torch.rand(1, 3, h, w), mask_to_logits(still))
+        _, warped = net(labels_to_logits(parse), torch.rand(1, 3, h, w), mask_to_logits(still))
+    assert not torch.allclose(points, net.base, atol=0.05)              # not the identity grid any more
+    coords = pixel_coords(h, w)
+    centre, spread = mask_frame((warped > 0.5).float(), coords)
+    body = torch.zeros(1, 1, h, w)
+    body[..., 16:40, 12:36] = 1.0                                       # where the torso is
+    body_centre, body_spread = mask_frame(body, coords)
+    assert torch.allclose(centre, body_centre, atol=0.12)               # the garment lands on the torso...
+    assert torch.allclose(spread, body_spread, rtol=0.35)               # ...at roughly its size
+    # the anchor reads the garment-agnostic representation only: relabelling the worn garment changes nothing
+    parse2 = parse.clone()
+    parse2[:, 16:40, 12:36] = 10                                        # jumpsuit-like label, same body shape
+    with torch.no_grad():
+        points2 = net.control_points(labels_to_logits(parse2), torch.rand(1, 3, h, w), mask_to_logits(still))
+    assert torch.allclose(points, points2, atol=1e-4)

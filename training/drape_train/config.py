@@ -18,6 +18,7 @@ class _Strict(BaseModel):
 class ModelCfg(_Strict):
     widths: list[int] = Field(default_factory=lambda: [8, 16, 32, 64, 128])
     grid_size: int | None = None      # gmm: TPS control grid is grid_size x grid_size
+    prewarp: bool | None = None       # gmm: correlate the person with the still as the alignment already warps it
     heads: int | None = None          # recolor: cross-attention heads
     stem_stride: int | None = None    # segmentation: 2 = encoder starts at half resolution, logits upsampled
     attention: bool | None = None     # segmentation: attention-gated skips + bottleneck self-attention
@@ -53,6 +54,7 @@ class LossCfg(_Strict):
     mask: float = 1.0
     smooth: float = 0.0
     flow: float = 0.0                 # gmm: L1 between the TPS grid and the exact warp, where the data has one
+    mask_dice: float = 0.0            # gmm: soft Dice between the warped still mask and the visible garment
     focal: float = 0.0                # segmentation options
     tversky: float = 0.0
     boundary: float = 0.0
@@ -78,6 +80,8 @@ class TrainConfig(_Strict):
         kw = {}
         if self.model.grid_size is not None:
             kw["grid_size"] = self.model.grid_size
+        if self.model.prewarp is not None:
+            kw["prewarp"] = self.model.prewarp
         if self.model.heads is not None:
             kw["heads"] = self.model.heads
         if self.model.stem_stride is not None:

@@ -187,6 +187,9 @@ class Objective(nn.Module):
             mask = F.l1_loss(warped[:, 3:4], b["target_mask"])
             smooth = smoothness(points, self.net.grid_size)
             loss, logs = w.l1 * l1 + w.mask * mask + w.smooth * smooth, {"l1": l1, "mask": mask, "smooth": smooth}
+            if w.mask_dice:   # the overlap the metric counts, where L1 on the mask weighs every pixel alike
+                logs["mask_dice"] = dice_loss(warped[:, 3:4], b["target_mask"])
+                loss = loss + w.mask_dice * logs["mask_dice"]
             if w.flow and "flow" in b:   # synthetic data knows the exact warp: supervise the grid on garment pixels
                 valid = (b["flow"][:, :1] > -1.5).float() * b["target_mask"]
                 logs["flow"] = ((grid.permute(0, 3, 1, 2) - b["flow"]).abs() * valid).sum() / (2 * valid.sum() + 1e-6)

@@ -1,11 +1,15 @@
-"""How well can a TPS warp fit the synthetic studio's exact warps at all? An upper-bound probe for the GMM bar.
+"""How does the best TPS approximation of the *true* warp score on the GMM metric? A probe for the GMM bar.
 
     python -m drape_train.tps_bound --data data/synth --split test --grids 5 9
 
 For every test pair: fit the grid_size x grid_size TPS control points to the exact flow by least squares on the
 visible garment pixels, warp the still's mask with it, and report the warped-mask IoU against the visible garment
-(the GMM metric). The exact flow itself scores 1.0; a TPS cannot cut the holes that arms and hair make in the
-visible garment, so its best fit stays well below it (measured: 0.649 at 5x5, 0.733 at 9x9 on data/synth test).
+(the GMM metric). The exact flow itself scores 1.0; the TPS that follows the true correspondence most closely
+scores 0.649 (5x5) / 0.733 (9x9) on data/synth test: it cannot cut the holes arms and hair make in the visible
+garment, nor fold a sleeve. It is not an upper bound on the metric: an affine map that ignores the true
+correspondence and stretches the still's mask to the centroid and spread of the full-resolution torso scores
+0.750 (that torso contains the worn garment's outline, so the GMM may not use it); the GMM's garment-agnostic
+version of that alignment (`GMM.align`, blurred body shape) scores 0.61 before any training.
 """
 from __future__ import annotations
 

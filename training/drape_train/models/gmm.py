@@ -1,7 +1,10 @@
 """Geometric Matching Module: correlate person and garment features, regress TPS offsets, warp with grid_sample.
 
-The TPS grid generator is linear in the source control points once the target grid is fixed, so it is a single
-precomputed [H*W, K] matrix: the exported graph is MatMul + GridSample (4D), both TensorRT-native (no AffineGrid).
+Control points start from a classical answer, an affine moment alignment of the still's garment onto the torso
+of the garment-agnostic person (`GMM.align`); the regressor correlates the person with the still as that
+alignment already warps it (`prewarp`) and adds offsets for what is left. The TPS grid generator is linear in the
+source control points once the target grid is fixed, so it is a single precomputed [H*W, K] matrix: the exported
+graph is MatMul + GridSample (4D), both TensorRT-native (no AffineGrid).
 """
 from __future__ import annotations
 
@@ -50,13 +53,31 @@ def regular_grid(grid_size: int) -> torch.Tensor:
     return torch.stack([px.reshape(-1), py.reshape(-1)], dim=1)          # [K,2]
 
 
+def pixel_coords(h: int, w: int) -> torch.Tensor:
+    """[2,H,W] x and y of every pixel centre in grid_sample coordinates (align_corners=False)."""
+    ys = (torch.arange(h) + 0.5) / h * 2 - 1
+    xs = (torch.arange(w) + 0.5) / w * 2 - 1
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([gx, gy])
+
+
+def mask_frame(mask: torch.Tensor, coords: torch.Tensor, eps: float = 1e-4) -> tuple[torch.Tensor, torch.Tensor]:
+    """Centroid [B,2] and standard deviation [B,2] (x, y) of a soft mask [B,1,H,W]; the spread is kept >= 0.02 so
+    an empty mask cannot divide by zero (ReduceMean/Sqrt/Clip only)."""
+    total = mask.mean((2, 3)) + eps                                    # [B,1]
+    centre = (mask * coords).mean((2, 3)) / total                      # [B,2]
+    var = (mask * (coords - centre[..., None, None]) ** 2).mean((2, 3)) / total
+    return centre, torch.sqrt(var + eps).clamp(0.02, 4.0)
+
+
 class GMM(nn.Module):
     input_names = ("parsing_logits", "garment", "garment_mask_logits")
     output_names = ("warped_garment", "warped_mask")
 
-    def __init__(self, widths: list[int], height: int, width: int, grid_size: int = 5):
+    def __init__(self, widths: list[int], height: int, width: int, grid_size: int = 5, prewarp: bool = True):
         super().__init__()
         self.grid_size = grid_size
+        self.prewarp = prewarp
         self.groups = ParsingGroups()
         self.person_enc = Encoder(AGNOSTIC_CHANNELS, widths)
         self.garment_enc = Encoder(4, widths)
@@ -72,19 +93,36 @@ class GMM(nn.Module):
         nn.init.zeros_(self.regress[-1].bias)
         self.register_buffer("base", regular_grid(grid_size), persistent=False)
         self.register_buffer("kernel", tps_kernel(grid_size, height, width), persistent=False)
+        self.register_buffer("coords", pixel_coords(height, width), persistent=False)
         self.height, self.width = height, width
 
     def control_points(self, parsing_logits, garment, garment_mask_logits) -> torch.Tensor:
-        """Source control points [B,K,2] in grid_sample coordinates."""
+        """Source control points [B,K,2] in grid_sample coordinates: a moment alignment plus learned offsets."""
         person = agnostic(self.groups(parsing_logits))
         mask = torch.sigmoid(garment_mask_logits)
+        anchor = self.align(person, mask)
         fa = F.normalize(self.person_enc(person)[-1], dim=1)
-        fb = F.normalize(self.garment_enc(torch.cat([garment * 2 - 1, mask], 1))[-1], dim=1)
+        still = torch.cat([garment * 2 - 1, mask], 1)
+        if self.prewarp:   # the regressor sees what is left to correct, in the person's frame
+            still = F.grid_sample(still, self.grid(anchor), mode="bilinear", padding_mode="zeros", align_corners=False)
+        fb = F.normalize(self.garment_enc(still)[-1], dim=1)
         b, c, h, w = fa.shape
         corr = torch.bmm(fb.flatten(2).transpose(1, 2), fa.flatten(2))  # [B, hw_garment, hw_person]
         corr = corr.reshape(b, h * w, h, w)
         offsets = torch.tanh(self.regress(corr)).reshape(b, self.grid_size ** 2, 2)
-        return self.base + offsets
+        return anchor + offsets
+
+    def align(self, person: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Control points [B,K,2] of the axis-aligned affine warp that lays the still's garment over the torso.
+
+        The torso is read off the garment-agnostic representation only (blurred body shape minus head, arms and
+        lower body, softly thresholded at 0.5): no outline of the garment the person wears leaks in. Centroid
+        and spread of that region and of the still's mask give scale and shift per axis. A TPS reproduces an
+        affine map exactly, so the offsets start from this classical answer instead of the identity grid.
+        """
+        torso = torch.sigmoid(200.0 * (person[:, 0:1] - person[:, 1:2] - person[:, 2:3] - person[:, 3:4] - 0.5))
+        (ct, st), (cs, ss) = mask_frame(torso, self.coords), mask_frame(mask, self.coords)
+        return cs[:, None] + (self.base - ct[:, None]) * (ss / st)[:, None]
 
     def grid(self, points: torch.Tensor) -> torch.Tensor:
         return torch.matmul(self.kernel, points).reshape(-1, self.height, self.width, 2)
