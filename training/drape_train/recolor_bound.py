@@ -10,8 +10,8 @@ scores (same seed, so the same degradation per image).
 * oracle rows fit one colour function per image *on the target* (least squares, degraded -> true pixels, over
   the garment): the best any global colour function could do. If they are far below the model, the form of the
   function is not what limits it; estimating it from the still is.
-* classical rows estimate the function from the still alone: per-channel moments in RGB (the network's base),
-  Reinhard's Lab transfer (the `evaluate` baseline), and the Gaussian optimal-transport map between the two
+* classical rows estimate the function from the still alone: per-channel moments in RGB (the network's base,
+  `models.recolor.moment_match`), Reinhard's Lab transfer (`evaluate.reinhard`, the baseline), and the Gaussian optimal-transport map between the two
   garments' colour distributions (Monge-Kantorovich linear) in RGB and in Lab.
 * with --checkpoint: the model, and the model after the oracle quadratic fit on *its output*: what remains once
   every global colour error is removed, i.e. its local (per-pixel) error.
@@ -27,6 +27,8 @@ from skimage.color import lab2rgb, rgb2lab
 
 from drape_train.color import delta_e_2000, rgb_to_lab
 from drape_train.datasets import NetworkDataset
+from drape_train.evaluate import load_objective, reinhard
+from drape_train.models.recolor import moment_match
 
 
 def _terms(x: np.ndarray, degree: int) -> np.ndarray:
@@ -59,10 +61,6 @@ def gaussian_ot(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
     return (x - x.mean(0)) @ t.T + ref.mean(0)
 
 
-def moments(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    return (x - x.mean(0)) / (x.std(0) + 1e-4) * ref.std(0) + ref.mean(0)
-
-
 def _in_lab(fn):
     def wrapped(x, ref):
         out = fn(rgb2lab(x[None])[0], rgb2lab(ref[None])[0])
@@ -70,12 +68,7 @@ def _in_lab(fn):
     return wrapped
 
 
-CLASSICAL = {
-    "moments RGB (the network's base)": moments,
-    "Reinhard Lab (evaluate baseline)": _in_lab(moments),
-    "Gaussian OT RGB": gaussian_ot,
-    "Gaussian OT Lab": _in_lab(gaussian_ot),
-}
+GAUSSIAN_OT = {"Gaussian OT RGB": gaussian_ot, "Gaussian OT Lab": _in_lab(gaussian_ot)}
 
 
 def _de(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -89,8 +82,6 @@ def probe(data: str, split: str, checkpoint: Path | None = None, stride: int = 1
     ds = NetworkDataset(data, split, "recolor", seed=12345)     # the items `evaluate` scores
     obj = None
     if checkpoint is not None:
-        from drape_train.evaluate import load_objective
-
         obj = load_objective(Path(checkpoint))
         obj.net.eval()
     per_px: dict[str, list[np.ndarray]] = {}
@@ -100,13 +91,16 @@ def probe(data: str, split: str, checkpoint: Path | None = None, stride: int = 1
         sm = item["still_mask"][0].numpy() > 0.5
         if m.sum() < 4 or sm.sum() < 4:
             continue
-        x = item["on_model"].permute(1, 2, 0).numpy()[m].astype(np.float64)
-        y = item["target"].permute(1, 2, 0).numpy()[m]
-        s = item["still"].permute(1, 2, 0).numpy()[sm].astype(np.float64)
+        on_model, still, target = (item[k].permute(1, 2, 0).numpy() for k in ("on_model", "still", "target"))
+        x, y, s = on_model[m].astype(np.float64), target[m], still[sm].astype(np.float64)
         rows = {"input (degraded)": x,
                 "oracle affine fit on the target": oracle_fit(x, y, 1),
                 "oracle quadratic fit on the target": oracle_fit(x, y, 2)}
-        rows.update({name: fn(x, s) for name, fn in CLASSICAL.items()})
+        base = moment_match(item["on_model"][None], item["garment_mask"][None], item["still"][None],
+                            item["still_mask"][None])
+        rows["moments RGB (the network's base)"] = base[0].permute(1, 2, 0).numpy()[m]
+        rows["Reinhard Lab (evaluate baseline)"] = reinhard(on_model, m, still, sm)[m]
+        rows.update({name: fn(x, s) for name, fn in GAUSSIAN_OT.items()})
         if obj is not None:
             with torch.no_grad():
                 out, _ = obj.net(*obj.inputs({k: v[None] for k, v in item.items()}))
@@ -135,7 +129,6 @@ def main(argv=None) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     rows = probe(args.data, args.split, args.checkpoint, args.stride)
     n = next(iter(rows.values()))["n"]
     table = Table(title=f"recolor: mean CIEDE2000 inside the garment, {args.split} split, {n} images")

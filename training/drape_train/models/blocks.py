@@ -162,3 +162,11 @@ class CrossAttention(nn.Module):
         xs = xs + self.proj(out)
         xs = xs + self.mlp(xs)
         return xs.transpose(1, 2).reshape(b, c, h, w)
+
+
+def masked_moments(x: torch.Tensor, w: torch.Tensor, eps: float = 1e-4) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel weighted mean and std [B,C,1,1] (ReduceMean only: exports to TensorRT-native ops)."""
+    total = w.mean((2, 3), keepdim=True) + eps
+    mu = (x * w).mean((2, 3), keepdim=True) / total
+    var = ((x - mu) ** 2 * w).mean((2, 3), keepdim=True) / total
+    return mu, torch.sqrt(var + eps)

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .blocks import Encoder
+from .blocks import Encoder, masked_moments
 from .representation import AGNOSTIC_CHANNELS, ParsingGroups, agnostic
 
 
@@ -61,13 +61,11 @@ def pixel_coords(h: int, w: int) -> torch.Tensor:
     return torch.stack([gx, gy])
 
 
-def mask_frame(mask: torch.Tensor, coords: torch.Tensor, eps: float = 1e-4) -> tuple[torch.Tensor, torch.Tensor]:
-    """Centroid [B,2] and standard deviation [B,2] (x, y) of a soft mask [B,1,H,W]; the spread is kept >= 0.02 so
-    an empty mask cannot divide by zero (ReduceMean/Sqrt/Clip only)."""
-    total = mask.mean((2, 3)) + eps                                    # [B,1]
-    centre = (mask * coords).mean((2, 3)) / total                      # [B,2]
-    var = (mask * (coords - centre[..., None, None]) ** 2).mean((2, 3)) / total
-    return centre, torch.sqrt(var + eps).clamp(0.02, 4.0)
+def mask_frame(mask: torch.Tensor, coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Centroid [B,2] and standard deviation [B,2] (x, y) of a soft mask [B,1,H,W] over ``coords`` [2,H,W]; the
+    spread is kept >= 0.02 so an empty mask cannot divide by zero (ReduceMean/Sqrt/Clip only)."""
+    centre, spread = masked_moments(coords[None], mask)
+    return centre.flatten(1), spread.flatten(1).clamp(0.02, 4.0)
 
 
 class GMM(nn.Module):
@@ -116,7 +114,8 @@ class GMM(nn.Module):
         """Control points [B,K,2] of the axis-aligned affine warp that lays the still's garment over the torso.
 
         The torso is read off the garment-agnostic representation only (blurred body shape minus head, arms and
-        lower body, softly thresholded at 0.5): no outline of the garment the person wears leaks in. Centroid
+        lower body, softly thresholded at 0.5): the worn garment's outline enters only as blurred as the rest of
+        the person representation. Centroid
         and spread of that region and of the still's mask give scale and shift per axis. A TPS reproduces an
         affine map exactly, so the offsets start from this classical answer instead of the identity grid.
         """

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .blocks import CrossAttention, Decoder, Encoder
+from .blocks import CrossAttention, Decoder, Encoder, masked_moments
 from .representation import ParsingGroups, garment_prob
 
 
@@ -118,14 +118,6 @@ class ColourMatch(nn.Module):
         raw = raw / (raw[:, :1, :1] + 1e-4)
         gram, cross = raw[..., :4], raw[..., 4:]                              # E_w[phi phi^T], E_w[phi c^T]
         return torch.cat([gram.flatten(1), cross.flatten(1)], 1)
-
-
-def masked_moments(x: torch.Tensor, w: torch.Tensor, eps: float = 1e-4) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel weighted mean and std [B,C,1,1] (ReduceMean only: exports to TensorRT-native ops)."""
-    total = w.mean((2, 3), keepdim=True) + eps
-    mu = (x * w).mean((2, 3), keepdim=True) / total
-    var = ((x - mu) ** 2 * w).mean((2, 3), keepdim=True) / total
-    return mu, torch.sqrt(var + eps)
 
 
 def moment_match(src: torch.Tensor, src_w: torch.Tensor, ref: torch.Tensor, ref_w: torch.Tensor) -> torch.Tensor:
