@@ -493,7 +493,7 @@ def test_serving_settings_reach_every_config_and_bad_values_are_refused(tmp_path
 
 
 @pytest.mark.parametrize("target", ["cpu", "gpu"])
-def test_every_network_warms_up_at_its_largest_batch(tmp_path, target):
+def test_every_network_warms_up_at_its_targets_batch(tmp_path, target):
     """Each network config is a valid Triton ModelConfig whose warmup sends every input, zeros, at max_batch_size."""
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2

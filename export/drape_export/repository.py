@@ -366,10 +366,11 @@ def network_config(
 
 
 def _warmup_block(card: ModelCard, batch: int) -> str:
-    """One warmup request per instance at load time, at the largest batch: each instance's memory (ONNX Runtime's
-    arena on CPU, TensorRT's activations on GPU) reaches its high-water mark before the model is ready, instead
-    of stepping up under traffic the first time the dynamic batcher forms a full batch (the soak saw exactly those
-    steps: RELIABILITY.md), and the first real request does not pay for it."""
+    """One zero warmup request per instance at load time, at ``batch`` (capped at the max batch; 0 = none): on CPU
+    the default is the largest batch, so ONNX Runtime's arena reaches its high-water mark before the model is
+    ready instead of stepping up under traffic the first time the dynamic batcher forms a full batch (the soak saw
+    exactly those steps: RELIABILITY.md); on GPU batch 1 (ServingSettings.warmup_batch says why). Either way the
+    first real request does not pay for it."""
     batch = min(batch, card.max_batch_size)
     if batch == 0:
         return ""
