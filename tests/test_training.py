@@ -36,6 +36,21 @@ def test_every_network_has_a_valid_config():
     assert names == set(NETWORKS) | set(RESEARCH_NETWORKS)
 
 
+def test_yaml_schedule_wins_over_the_ds_config_and_says_so():
+    from drape_train.train import resolve_ds_config
+
+    for path in CONFIGS:                                   # shipped pairs agree: nothing is silently replaced
+        cfg, ds = load_config(path)
+        resolved, overridden = resolve_ds_config(ds, cfg, 100)
+        assert overridden == [], f"{path.name}: {overridden}"
+        assert resolved["scheduler"]["params"]["total_num_steps"] == 100
+    cfg, ds = load_config(ROOT / "training/configs/gmm.yaml")
+    ds["optimizer"]["params"]["lr"] = 5e-4                  # a user edits only the JSON
+    resolved, overridden = resolve_ds_config(ds, cfg, 100)
+    assert resolved["optimizer"]["params"]["lr"] == cfg.schedule.lr
+    assert len(overridden) == 1 and "optimizer.params.lr=0.0005" in overridden[0]
+
+
 @pytest.mark.parametrize("name", NETWORKS)
 def test_export_uses_only_tensorrt_ops_and_matches_pytorch(name, tmp_path):
     import onnx

@@ -70,11 +70,21 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def resolve_ds_config(ds: dict, cfg: TrainConfig, steps: int) -> dict:
-    """Fill the run-dependent parts of a ds_config: batch, schedule length, and bf16 'auto' (on only on CUDA)."""
+def resolve_ds_config(ds: dict, cfg: TrainConfig, steps: int) -> tuple[dict, list[str]]:
+    """Fill the run-dependent parts of a ds_config: batch, lr, schedule length, and bf16 'auto' (on only on CUDA).
+
+    The YAML's `schedule` is the one place for batch, lr and warmup: where the ds_config says otherwise, the YAML
+    wins and the second return value says so (a user who edits only the JSON would otherwise replay the default)."""
     ds = json.loads(json.dumps(ds))
-    ds["train_micro_batch_size_per_gpu"] = cfg.schedule.batch_size
-    ds["optimizer"]["params"]["lr"] = cfg.schedule.lr
+    overridden = []
+
+    def put(where: dict, key: str, value, name: str) -> None:
+        if key in where and where[key] != value:
+            overridden.append(f"ds_config {name}={where[key]} is overridden by the YAML's schedule: {value}")
+        where[key] = value
+
+    put(ds, "train_micro_batch_size_per_gpu", cfg.schedule.batch_size, "train_micro_batch_size_per_gpu")
+    put(ds["optimizer"]["params"], "lr", cfg.schedule.lr, "optimizer.params.lr")
     sched = ds.get("scheduler", {}).get("params", {})
     if "total_num_steps" in sched:
         sched["total_num_steps"] = steps
@@ -82,7 +92,7 @@ def resolve_ds_config(ds: dict, cfg: TrainConfig, steps: int) -> dict:
     for key in ("bf16", "fp16"):
         if ds.get(key, {}).get("enabled") == "auto":
             ds[key]["enabled"] = bool(torch.cuda.is_available() and (key == "fp16" or torch.cuda.is_bf16_supported()))
-    return ds
+    return ds, overridden
 
 
 def init_distributed() -> None:
@@ -224,7 +234,9 @@ def train_one(config_path: str, args) -> dict:
         from drape_train.evaluate import load_objective
         objective.attach_warper(load_objective(gmm_dir).net)
         console.print(f"[bold]tom[/]: trains on the garment as {gmm_dir} warps it")
-    ds_cfg = resolve_ds_config(ds_cfg, cfg, steps)
+    ds_cfg, overridden = resolve_ds_config(ds_cfg, cfg, steps)
+    for line in overridden:
+        console.print(f"[yellow]{cfg.network}[/]: {line} (set schedule.* in the YAML instead)")
     engine, _, _, _ = deepspeed.initialize(model=objective, model_parameters=objective.generator_parameters(),
                                            config=ds_cfg)
     d_opt = None
