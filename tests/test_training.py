@@ -152,6 +152,24 @@ def test_gmm_flow_term_supervises_the_tps_grid_where_the_data_has_an_exact_warp(
     assert "flow" not in off(b)[1]
 
 
+def test_gmm_pairs_same_cross_and_mixed(tmp_path):
+    from drape_train.datasets import NetworkDataset
+
+    _batch("gmm", tmp_path)                                          # writes the small dataset
+    same, cross, mixed = (NetworkDataset(str(tmp_path / "data"), "train", "gmm", pairs=p)
+                          for p in ("same", "cross", "mixed"))
+    assert len(same) == len(same.ids) and len(cross) > 0 and len(mixed) == len(same) + len(cross)
+    p, c, t = cross.items[0]
+    assert p != c and t == c                                         # the person, another still, that still on them
+    item, own = cross[0], same[same.ids.index(p)]
+    assert torch.equal(item["parse"], own["parse"])                  # the person's (old garment's) parse
+    assert torch.equal(item["garment"], same[same.ids.index(c)]["garment"])
+    assert not torch.equal(item["target_mask"], own["target_mask"])  # scored against the new garment as worn
+    assert torch.equal(item["flow"], same[same.ids.index(c)]["flow"])
+    with pytest.raises(ValueError, match="pairs must be"):
+        NetworkDataset(str(tmp_path / "data"), "train", "gmm", pairs="both")
+
+
 def test_gmm_mask_dice_scores_the_overlap_the_metric_counts(tmp_path):
     from drape_train.config import TrainConfig
     from drape_train.objectives import Objective, dice_loss

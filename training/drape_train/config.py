@@ -34,6 +34,9 @@ class DataCfg(_Strict):
     # tom: the garment as the exact flow warps it, or as the trained GMM (<out>/gmm) warps it — what serving feeds
     # TOM, so the renderer learns to fix the GMM's misfits instead of meeting them first in production
     warps: Literal["exact", "gmm"] = "exact"
+    # gmm: which person/still pairs it trains on: "same" (the person's own garment, VITON's paired setting),
+    # "cross" (another garment on the same person: what try-on serves; synthetic studio only) or "mixed"
+    pairs: Literal["same", "cross", "mixed"] = "same"
 
 
 class ScheduleCfg(_Strict):

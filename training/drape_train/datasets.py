@@ -35,7 +35,12 @@ def warp_with_flow(src: np.ndarray, flow: np.ndarray) -> np.ndarray:
 class NetworkDataset(Dataset):
     """Items for one network, built from a VitonDataset split."""
 
-    def __init__(self, root: str, split: str, network: str, seed: int = 0):
+    def __init__(self, root: str, split: str, network: str, seed: int = 0, pairs: str = "same"):
+        """``pairs`` (gmm): "same" = each person with the still of the garment they wear (VITON's paired
+        training); "cross" = a person with the still of *another* garment, scored against that garment worn by
+        the same person (what try-on serves; needs exact pairs, i.e. the synthetic studio); "mixed" = both."""
+        if pairs not in ("same", "cross", "mixed"):
+            raise ValueError(f"pairs must be 'same', 'cross' or 'mixed', got {pairs!r}")
         self.src = VitonDataset(root, split)
         self.network = network
         self.seed = seed
@@ -44,8 +49,18 @@ class NetworkDataset(Dataset):
         self.pairs = [(p, c, t) for p, c, t in self.pairs if t is not None]
         self.ids = list(self.src.ids)
         self.epoch = 0
+        self.items = []                                   # gmm: (person, cloth, target) ids, in pairing order
+        if network == "gmm":
+            cross = [(p, c, t) for p, c, t in self.pairs if p != c]
+            if pairs != "same" and not cross:
+                raise ValueError(f"{root}/{split}: pairs={pairs!r} needs person/garment pairs with a ground-truth "
+                                 "try-on image (the synthetic studio has them; VITON-HD does not)")
+            own = [(i, i, i) for i in self.ids]
+            self.items = {"same": own, "cross": cross, "mixed": own + cross}[pairs]
 
     def __len__(self) -> int:
+        if self.network == "gmm":
+            return len(self.items)
         return len(self.pairs) if self.network == "tom" else len(self.ids)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
@@ -66,12 +81,12 @@ class NetworkDataset(Dataset):
         return {"on_model": _img(s["image"]), "still": _img(s["cloth"]), "mask": _mask(s["garment_mask"])}
 
     def _gmm(self, i):
-        s = self.samples[self.ids[i]]
-        gm = _mask(s["garment_mask"])
-        out = {"parse": torch.from_numpy(s["parse"].astype(np.int64)), "garment": _img(s["cloth"]),
-               "garment_mask": _mask(s["cloth_mask"]), "target": _img(s["image"]) * gm, "target_mask": gm}
-        if "flow" in s:   # exact warp (synthetic studio): [2,H,W] grid_sample grid, -2 off the garment
-            out["flow"] = torch.from_numpy(np.ascontiguousarray(s["flow"].transpose(2, 0, 1), dtype=np.float32))
+        p, c, t = (self.samples[k] for k in self.items[i])   # person, still, the person wearing that still
+        gm = _mask(t["garment_mask"])
+        out = {"parse": torch.from_numpy(p["parse"].astype(np.int64)), "garment": _img(c["cloth"]),
+               "garment_mask": _mask(c["cloth_mask"]), "target": _img(t["image"]) * gm, "target_mask": gm}
+        if "flow" in t:   # exact warp (synthetic studio): [2,H,W] grid_sample grid, -2 off the garment
+            out["flow"] = torch.from_numpy(np.ascontiguousarray(t["flow"].transpose(2, 0, 1), dtype=np.float32))
         return out
 
     def _tom(self, i):

@@ -223,7 +223,7 @@ def train_one(config_path: str, args) -> dict:
         shutil.rmtree(out / "ds", ignore_errors=True)
     seed_everything(cfg.schedule.seed)
 
-    train_ds = NetworkDataset(cfg.data.root, "train", cfg.network, seed=cfg.schedule.seed)
+    train_ds = NetworkDataset(cfg.data.root, "train", cfg.network, seed=cfg.schedule.seed, pairs=cfg.data.pairs)
     val_ds = NetworkDataset(cfg.data.root, "val", cfg.network, seed=cfg.schedule.seed + 1)
     objective = Objective(cfg)
     if cfg.network == "tom" and cfg.data.warps == "gmm":
