@@ -13,6 +13,10 @@ scores (same seed, so the same degradation per image).
 * classical rows estimate the function from the still alone: per-channel moments in RGB (the network's base,
   `models.recolor.moment_match`), Reinhard's Lab transfer (`evaluate.reinhard`, the baseline), and the Gaussian optimal-transport map between the two
   garments' colour distributions (Monge-Kantorovich linear) in RGB and in Lab.
+* correspondence rows (synthetic studio: the exact warp says which still pixel each garment pixel shows):
+  the still's colour at that point as it is, and the affine map fitted from the degraded pixels to those
+  colours (least squares over the garment), applied to the degraded pixels. This is what a colour-map solve on
+  perfect correspondences can reach: the still is unshaded, so what it cannot give is the photo's shading.
 * with --checkpoint: the model, and the model after the oracle quadratic fit on *its output*: what remains once
   every global colour error is removed, i.e. its local (per-pixel) error.
 """
@@ -26,7 +30,7 @@ import torch
 from skimage.color import lab2rgb, rgb2lab
 
 from drape_train.color import delta_e_2000, rgb_to_lab
-from drape_train.datasets import NetworkDataset
+from drape_train.datasets import NetworkDataset, warp_with_flow
 from drape_train.evaluate import load_objective, reinhard
 from drape_train.models.recolor import moment_match
 
@@ -101,6 +105,11 @@ def probe(data: str, split: str, checkpoint: Path | None = None, stride: int = 1
         rows["moments RGB (the network's base)"] = base[0].permute(1, 2, 0).numpy()[m]
         rows["Reinhard Lab (evaluate baseline)"] = reinhard(on_model, m, still, sm)[m]
         rows.update({name: fn(x, s) for name, fn in GAUSSIAN_OT.items()})
+        sample = ds.samples[ds.ids[i]]
+        if "flow" in sample:          # exact correspondences: the still's colour where the warp samples it
+            seen = warp_with_flow(sample["cloth"], sample["flow"])[m].astype(np.float64) / 255.0
+            rows["still colour at the exact correspondence"] = seen
+            rows["affine fit to the still at exact correspondences"] = oracle_fit(x, seen, 1)
         if obj is not None:
             with torch.no_grad():
                 out, _ = obj.net(*obj.inputs({k: v[None] for k, v in item.items()}))
