@@ -17,6 +17,9 @@ scores (same seed, so the same degradation per image).
   the still's colour at that point as it is, and the affine map fitted from the degraded pixels to those
   colours (least squares over the garment), applied to the degraded pixels. This is what a colour-map solve on
   perfect correspondences can reach: the still is unshaded, so what it cannot give is the photo's shading.
+  Two more rows fit the map to the still's colour times a per-pixel shading: the true one (target luminance /
+  still luminance, an oracle) and one read off the degraded photo (its luminance / the still's, scaled so its
+  median is the true one's: the shape from the photo, the level from the oracle).
 * with --checkpoint: the model, and the model after the oracle quadratic fit on *its output*: what remains once
   every global colour error is removed, i.e. its local (per-pixel) error.
 """
@@ -110,6 +113,13 @@ def probe(data: str, split: str, checkpoint: Path | None = None, stride: int = 1
             seen = warp_with_flow(sample["cloth"], sample["flow"])[m].astype(np.float64) / 255.0
             rows["still colour at the exact correspondence"] = seen
             rows["affine fit to the still at exact correspondences"] = oracle_fit(x, seen, 1)
+            lum = np.array([0.2126, 0.7152, 0.0722])
+            seen_lum = np.maximum(seen @ lum, 0.02)
+            shade_true = (y @ lum) / seen_lum
+            shade_photo = (x @ lum) / seen_lum
+            shade_photo *= np.median(shade_true) / max(np.median(shade_photo), 1e-6)
+            rows["same, to still x true shading (oracle)"] = oracle_fit(x, seen * shade_true[:, None], 1)
+            rows["same, to still x shading from the photo"] = oracle_fit(x, seen * shade_photo[:, None], 1)
         if obj is not None:
             with torch.no_grad():
                 out, _ = obj.net(*obj.inputs({k: v[None] for k, v in item.items()}))
