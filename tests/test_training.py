@@ -168,6 +168,14 @@ def test_gmm_pairs_same_cross_and_mixed(tmp_path):
     assert torch.equal(item["flow"], same[same.ids.index(c)]["flow"])
     with pytest.raises(ValueError, match="pairs must be"):
         NetworkDataset(str(tmp_path / "data"), "train", "gmm", pairs="both")
+    # a split without ground-truth cross pairs (VITON-HD): mixed falls back to same and says so, cross refuses
+    pairs_file = tmp_path / "data" / "train_pairs.txt"
+    pairs_file.write_text("".join(f"{i}.jpg {i}.jpg\n" for i in same.ids))
+    with pytest.warns(UserWarning, match="trains on each person's own garment only"):
+        fallback = NetworkDataset(str(tmp_path / "data"), "train", "gmm", pairs="mixed")
+    assert fallback.items == same.items
+    with pytest.raises(ValueError, match="needs person/garment pairs with a ground-truth"):
+        NetworkDataset(str(tmp_path / "data"), "train", "gmm", pairs="cross")
 
 
 def test_gmm_mask_dice_scores_the_overlap_the_metric_counts(tmp_path):

@@ -4,6 +4,8 @@ Every item is a dict of float tensors in [0,1] (images NCHW without the batch di
 """
 from __future__ import annotations
 
+import warnings
+
 import cv2
 import numpy as np
 import torch
@@ -38,7 +40,8 @@ class NetworkDataset(Dataset):
     def __init__(self, root: str, split: str, network: str, seed: int = 0, pairs: str = "same"):
         """``pairs`` (gmm): "same" = each person with the still of the garment they wear (VITON's paired
         training); "cross" = a person with the still of *another* garment, scored against that garment worn by
-        the same person (what try-on serves; needs exact pairs, i.e. the synthetic studio); "mixed" = both."""
+        the same person (what try-on serves; needs exact pairs, i.e. the synthetic studio); "mixed" = both, or
+        "same" with a warning where the split has no such pairs (VITON-HD), so the default config runs there."""
         if pairs not in ("same", "cross", "mixed"):
             raise ValueError(f"pairs must be 'same', 'cross' or 'mixed', got {pairs!r}")
         self.src = VitonDataset(root, split)
@@ -52,7 +55,11 @@ class NetworkDataset(Dataset):
         self.items = []                                   # gmm: (person, cloth, target) ids, in pairing order
         if network == "gmm":
             cross = [(p, c, t) for p, c, t in self.pairs if p != c]
-            if pairs != "same" and not cross:
+            if pairs == "mixed" and not cross:
+                warnings.warn(f"{root}/{split}: no person/garment pairs with a ground-truth try-on image (VITON-HD "
+                              "has none): gmm pairs='mixed' trains on each person's own garment only ('same')")
+                pairs = "same"
+            if pairs == "cross" and not cross:
                 raise ValueError(f"{root}/{split}: pairs={pairs!r} needs person/garment pairs with a ground-truth "
                                  "try-on image (the synthetic studio has them; VITON-HD does not)")
             own = [(i, i, i) for i in self.ids]
