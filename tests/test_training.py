@@ -344,3 +344,21 @@ def test_gmm_starts_from_the_moment_alignment_of_the_still_onto_the_agnostic_tor
     with torch.no_grad():
         points2 = net.control_points(labels_to_logits(parse2), torch.rand(1, 3, h, w), mask_to_logits(still))
     assert torch.allclose(points, points2, atol=1e-4)
+
+
+def test_tom_regional_ssim_splits_the_swap_from_what_must_stay():
+    from drape_train.objectives import changed_region, ssim_regions
+
+    g = torch.Generator().manual_seed(0)
+    person = torch.rand(2, 3, 64, 48, generator=g)
+    target = person.clone()
+    target[..., 16:48, 12:36] = torch.rand(2, 3, 32, 24, generator=g)     # the garment swap
+    region = changed_region(person, target)
+    assert 0.8 < region[..., 16:48, 12:36].mean() and region.sum() == region[..., 16:48, 12:36].sum()
+    changed, kept = ssim_regions(target, target, region)
+    assert torch.allclose(changed, torch.ones(2), atol=1e-4) and torch.allclose(kept, torch.ones(2), atol=1e-4)
+    changed, kept = ssim_regions(person, target, region)                  # the photo returned untouched
+    assert (changed < 0.5).all() and (kept > 0.8).all()
+    bleed = person.clone()
+    bleed[..., :, :8] = 0.5                                               # an edit outside the swap
+    assert (ssim_regions(bleed, target, region)[1] < kept).all()

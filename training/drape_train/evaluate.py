@@ -12,7 +12,9 @@ Baselines (no learning, same inputs the network gets):
   tom            naive paste: the warped garment pasted onto the person where the warped mask > 0.5
                  (both TOM and the paste get the garment as the trained GMM warps it: the served chain).
                  TOM is scored on what the try-on ensemble returns: its image inside the feathered edit mask,
-                 the person's own pixels outside (`objectives.served_tryon`); ssim_render is the raw U-Net image
+                 the person's own pixels outside (`objectives.served_tryon`); ssim_render is the raw U-Net image;
+                 ssim_changed / ssim_kept split the SSIM map where the target differs from the person photo
+                 (the garment swap) and where it does not (what a try-on must leave alone)
   recolor        Reinhard transfer: Lab mean/std of the on-model garment matched to the still's garment
   onmodel_seg    the human_parsing network's garment labels (what the recolor ensemble uses today); every
                  onmodel_seg checkpoint given with --onmodel (single / dual variants, seeds) runs on the same
@@ -42,7 +44,7 @@ from drape_train.config import TrainConfig
 from drape_train.datasets import NetworkDataset, _img
 from drape_train.models import NETWORKS
 from drape_train.models.representation import (ARMS, HEAD, LOWER, NUM_LABELS, ParsingGroups, garment_prob)
-from drape_train.objectives import Objective, delta_e2000, iou, seg_metrics, ssim
+from drape_train.objectives import Objective, changed_region, delta_e2000, iou, seg_metrics, ssim, ssim_regions
 
 console = Console(width=None if sys.stdout.isatty() else 150)
 
@@ -167,6 +169,9 @@ def evaluate_network(name: str, ckpt: Path, data: str, split: str, batch: int = 
         elif name == "tom":
             paste = b["person"] * (1 - (b["warped_mask"] > 0.5).float()) + b["warped_garment"] * (b["warped_mask"] > 0.5)
             add(base, "ssim", ssim(paste, b["target"]).numpy())
+            changed, kept = ssim_regions(paste, b["target"], changed_region(b["person"], b["target"]))
+            add(base, "ssim_changed", changed.numpy())
+            add(base, "ssim_kept", kept.numpy())
         elif name == "recolor":
             gm, sm = _np(b["garment_mask"])[..., 0] > 0.5, _np(b["still_mask"])[..., 0] > 0.5
             out = np.stack([reinhard(o, m, s, q) for o, m, s, q in zip(_np(b["on_model"]), gm, _np(b["still"]), sm)])
