@@ -115,3 +115,28 @@ def test_tom_is_scored_on_what_the_tryon_ensemble_returns(hw):
     far = np.zeros((h, w), bool)
     far[: h // 8] = True                                                 # well outside the edit mask: the photo
     assert np.abs(ours[far] - orig[far]).max() < 1e-3
+
+
+def test_tryon_sheet_draws_the_served_chain_of_each_checkpoint_folder(tmp_path):
+    from conftest import CHECKPOINTS
+    from drape_train.data.layout import write_dataset
+    from drape_train.datasets import NetworkDataset
+    from drape_train.tryon_sheet import main, sheet
+
+    if not (CHECKPOINTS / "tom" / "weights.pt").is_file():
+        pytest.fail(f"{CHECKPOINTS} has no tom: run `make quick` (make test does it first)")
+    data = tmp_path / "data"
+    write_dataset(data, {"train": 1, "val": 1, "test": 2}, seed=3, height=256, width=192, workers=1)
+    img = sheet([CHECKPOINTS, CHECKPOINTS], str(data), "test", rows=2)
+    h, w = 256, 192
+    assert img.shape == (2 * h, 6 * w, 3) and img.dtype == np.uint8
+    ds = NetworkDataset(str(data), "test", "tom", seed=12345)
+    for col, key in ((0, "person"), (1, "target")):
+        want = (ds[0][key].permute(1, 2, 0).numpy() * 255).round()
+        assert np.abs(img[:h, col * w:(col + 1) * w] - want).max() <= 1
+    assert np.array_equal(img[:, 2 * w:4 * w], img[:, 4 * w:6 * w])     # one folder twice: the same columns
+    assert not np.array_equal(img[:h, 3 * w:4 * w], img[:h, :w])        # the served try-on edits the photo
+    with pytest.raises(FileNotFoundError, match="no gmm/weights.pt"):
+        sheet([tmp_path], str(data), "test", rows=1)
+    assert main(["--checkpoints", str(CHECKPOINTS), "--data", str(data), "--rows", "1",
+                 "--out", str(tmp_path / "s.jpg")]) == 0 and (tmp_path / "s.jpg").stat().st_size > 1000
