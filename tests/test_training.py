@@ -347,7 +347,7 @@ def test_gmm_starts_from_the_moment_alignment_of_the_still_onto_the_agnostic_tor
 
 
 def test_tom_regional_ssim_splits_the_swap_from_what_must_stay():
-    from drape_train.objectives import changed_region, ssim_regions
+    from drape_train.objectives import changed_region, ssim, tryon_ssim
 
     g = torch.Generator().manual_seed(0)
     person = torch.rand(2, 3, 64, 48, generator=g)
@@ -355,10 +355,12 @@ def test_tom_regional_ssim_splits_the_swap_from_what_must_stay():
     target[..., 16:48, 12:36] = torch.rand(2, 3, 32, 24, generator=g)     # the garment swap
     region = changed_region(person, target)
     assert 0.8 < region[..., 16:48, 12:36].mean() and region.sum() == region[..., 16:48, 12:36].sum()
-    changed, kept = ssim_regions(target, target, region)
-    assert torch.allclose(changed, torch.ones(2), atol=1e-4) and torch.allclose(kept, torch.ones(2), atol=1e-4)
-    changed, kept = ssim_regions(person, target, region)                  # the photo returned untouched
-    assert (changed < 0.5).all() and (kept > 0.8).all()
+    same = tryon_ssim(target, target, person)
+    assert torch.allclose(same["ssim_changed"], torch.ones(2), atol=1e-4)
+    assert torch.allclose(same["ssim_kept"], torch.ones(2), atol=1e-4)
+    untouched = tryon_ssim(person, target, person)                         # the photo returned untouched
+    assert (untouched["ssim_changed"] < 0.5).all() and (untouched["ssim_kept"] > 0.8).all()
+    assert torch.allclose(untouched["ssim"], ssim(person, target))          # the whole-image score is the usual one
     bleed = person.clone()
     bleed[..., :, :8] = 0.5                                               # an edit outside the swap
-    assert (ssim_regions(bleed, target, region)[1] < kept).all()
+    assert (tryon_ssim(bleed, target, person)["ssim_kept"] < untouched["ssim_kept"]).all()

@@ -49,17 +49,19 @@ def ssim(a, b):
     return kornia.metrics.ssim(a.clamp(0, 1), b.clamp(0, 1), 7).mean((1, 2, 3))
 
 
-def ssim_regions(a, b, changed):
-    """Mean SSIM map of a vs b inside and outside `changed` [N,1,H,W] (per image): (ssim_changed, ssim_kept)."""
-    s = kornia.metrics.ssim(a.clamp(0, 1), b.clamp(0, 1), 7).mean(1, keepdim=True)
-    inside = (s * changed).sum((1, 2, 3)) / changed.sum((1, 2, 3)).clamp_min(1)
-    outside = (s * (1 - changed)).sum((1, 2, 3)) / (1 - changed).sum((1, 2, 3)).clamp_min(1)
-    return inside, outside
-
-
 def changed_region(person, target, threshold: float = 0.08):
     """Where a try-on must change the photo: the target differs from the person photo (max over RGB)."""
     return ((target - person).abs().amax(1, keepdim=True) > threshold).float()
+
+
+def tryon_ssim(image, target, person) -> dict[str, torch.Tensor]:
+    """SSIM [N] of a try-on image against its target, from one SSIM map: the whole image (`ssim`), where the
+    target differs from the person photo (`ssim_changed`: the garment swap) and elsewhere (`ssim_kept`)."""
+    s = kornia.metrics.ssim(image.clamp(0, 1), target.clamp(0, 1), 7).mean(1, keepdim=True)
+    changed = changed_region(person, target)
+    return {"ssim": s.mean((1, 2, 3)),
+            "ssim_changed": (s * changed).sum((1, 2, 3)) / changed.sum((1, 2, 3)).clamp_min(1),
+            "ssim_kept": (s * (1 - changed)).sum((1, 2, 3)) / (1 - changed).sum((1, 2, 3)).clamp_min(1)}
 
 
 def served_tryon(tryon: torch.Tensor, edit_mask: torch.Tensor, person: torch.Tensor) -> torch.Tensor:
@@ -246,9 +248,8 @@ class Objective(nn.Module):
         if self.name == "tom":
             tryon, edit = self.net(*self.inputs(b))
             served = served_tryon(tryon, edit, b["person"])
-            changed, kept = ssim_regions(served, b["target"], changed_region(b["person"], b["target"]))
-            return {"psnr": psnr(served, b["target"]), "ssim": ssim(served, b["target"]),
-                    "ssim_render": ssim(tryon, b["target"]), "ssim_changed": changed, "ssim_kept": kept}
+            return {"psnr": psnr(served, b["target"]), **tryon_ssim(served, b["target"], b["person"]),
+                    "ssim_render": ssim(tryon, b["target"])}
         out, _ = self.net(*self.inputs(b))
         gm = b["garment_mask"]
         de = (delta_e76(out, b["target"]) * gm).sum((1, 2, 3)) / gm.sum((1, 2, 3)).clamp_min(1)

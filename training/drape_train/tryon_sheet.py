@@ -18,7 +18,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from drape_train.datasets import NetworkDataset
-from drape_train.evaluate import load_objective
+from drape_train.evaluate import load_objective, naive_paste
 from drape_train.objectives import served_tryon
 
 
@@ -44,8 +44,7 @@ def sheet(folders: list[Path], data: str, split: str, rows: int, stride: int = 2
         obj = load_chain(folder)
         w = obj.with_warps(b)
         tryon, edit = obj.net(*obj.inputs(w))
-        m = (w["warped_mask"] > 0.5).float()
-        cols += [b["person"] * (1 - m) + w["warped_garment"] * m, served_tryon(tryon, edit, b["person"])]
+        cols += [naive_paste(w), served_tryon(tryon, edit, b["person"])]
     grid = torch.cat([torch.cat(cols, 3)[i] for i in range(len(idx))], 1)      # [3, rows*H, cols*W]
     return (grid.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
 
