@@ -110,6 +110,11 @@ def test_deepspeed_launcher_trains_writes_card_and_resumes(tmp_path):
     assert [s["name"] for s in card["inputs"]] == ["parsing_logits", "garment", "garment_mask_logits"]
     assert card["inputs"][0]["shape"] == [20, 256, 192]
     assert (out / "gmm" / "ds" / "latest").read_text().strip() == "step3"
+    # gmm.yaml trains on mixed pairs, so the best checkpoint is picked on mixed val items, cross pairs included
+    from drape_train.datasets import NetworkDataset
+
+    own, mixed = (len(NetworkDataset(str(data), "val", "gmm", pairs=p)) for p in ("same", "mixed"))
+    assert card["train"]["val_items"] == mixed > own
 
     second = run("--steps", "6", "--resume")
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import cv2
@@ -134,7 +135,9 @@ def reinhard(on_model: np.ndarray, mask: np.ndarray, still: np.ndarray, still_ma
     moved = (s - s.mean(0)) / (s.std(0) + 1e-6) * r.std(0) + r.mean(0)
     lab = src.copy()
     lab[mask] = moved
-    out[mask] = np.clip(lab2rgb(lab)[mask], 0, 1)
+    with warnings.catch_warnings():   # the moved Lab values leave the sRGB gamut; clipping them is the method
+        warnings.filterwarnings("ignore", message=".*negative Z values.*")
+        out[mask] = np.clip(lab2rgb(lab)[mask], 0, 1)
     return out
 
 

@@ -224,7 +224,9 @@ def train_one(config_path: str, args) -> dict:
     seed_everything(cfg.schedule.seed)
 
     train_ds = NetworkDataset(cfg.data.root, "train", cfg.network, seed=cfg.schedule.seed, pairs=cfg.data.pairs)
-    val_ds = NetworkDataset(cfg.data.root, "val", cfg.network, seed=cfg.schedule.seed + 1)
+    # gmm validates on the pairs it trains on: with "mixed", half the val items are another garment's still on
+    # the person (what try-on serves), so the best checkpoint is not picked by the paired score alone
+    val_ds = NetworkDataset(cfg.data.root, "val", cfg.network, seed=cfg.schedule.seed + 1, pairs=cfg.data.pairs)
     objective = Objective(cfg)
     if cfg.network == "tom" and cfg.data.warps == "gmm":
         gmm_dir = Path(args.out) / "gmm"
@@ -313,6 +315,7 @@ def train_one(config_path: str, args) -> dict:
                         specs = tensor_specs(objective, next(iter(val_loader)))
                         save_best(out, state, make_card(cfg, specs, metrics, {
                             "steps": steps, "best_step": step, "seed": cfg.schedule.seed, "quick": args.quick,
+                            "val_items": len(val_ds),
                             "dataset": cfg.data.root, "wall_s": round(time.time() - t0, 1),
                             "deepspeed": ds_cfg, "device": str(engine.device),
                         }))
