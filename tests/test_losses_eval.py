@@ -39,7 +39,7 @@ def test_perceptual_style_and_gan_train_with_user_weights(tmp_path):
     obj = Objective(cfg)
     b = _tom_batch()
     loss, logs = obj(b)
-    assert {"perceptual", "style", "adv"} <= set(logs) and float(logs["perceptual"]) > 0
+    assert {"perceptual", "style", "adv"} <= set(logs) and float(logs["perceptual"].detach()) > 0
     loss.backward()
     assert all(p.grad is None or torch.isfinite(p.grad).all() for p in obj.net.parameters())
     gen = {id(p) for p in obj.generator_parameters()}
