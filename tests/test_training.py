@@ -372,3 +372,54 @@ def test_tom_regional_ssim_splits_the_swap_from_what_must_stay():
     bleed = person.clone()
     bleed[..., :, :8] = 0.5                                               # an edit outside the swap
     assert (tryon_ssim(bleed, target, person)["ssim_kept"] < untouched["ssim_kept"]).all()
+
+
+def test_recolor_magnitude_sweep_and_evaluate_score_the_same_items_at_a_fixed_magnitude(tmp_path):
+    """`recolor_bound --sweep` and `evaluate --magnitude`: one magnitude for every item, the same draws as the
+    documented range otherwise; at magnitude 0 the photo is already right, so the input scores ~0 and whatever the
+    model changes is its own error (an untrained net is the moment-matched base: it does change it)."""
+    from pydantic import ValidationError
+
+    from drape_train.config import TrainConfig
+    from drape_train.data.layout import RECOLOR_MAGNITUDE, write_dataset
+    from drape_train.datasets import NetworkDataset
+    from drape_train.evaluate import main as evaluate
+    from drape_train.objectives import Objective
+    from drape_train.recolor_bound import sweep
+
+    data = tmp_path / "data"
+    write_dataset(data, {"train": 1, "val": 1, "test": 3}, seed=11, height=256, width=192, workers=1)
+    cfg = TrainConfig.model_validate({"network": "recolor", "deepspeed": "recolor.ds.json", "metric": "delta_e76",
+                                      "model": {"heads": 4}})
+    ckpt = tmp_path / "ckpt" / "recolor"
+    ckpt.mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save(Objective(cfg).net.state_dict(), ckpt / "weights.pt")
+    (ckpt / "card.json").write_text(json.dumps({"config": cfg.model_dump(mode="json")}))
+
+    rows = sweep(str(data), "test", ckpt, [0.0, 0.1, 0.35])
+    assert [r["magnitude"] for r in rows] == [0.0, 0.1, 0.35] and all(r["n"] == 6 for r in rows)
+    assert rows[0]["input"] < 0.01 < rows[0]["model"]          # (colour-space round trips move a few pixels by 1)
+    assert rows[0]["input"] < rows[1]["input"] < rows[2]["input"]
+    assert all(r["ratio"] == pytest.approx(r["model"] / r["reinhard"]) for r in rows)
+
+    report = tmp_path / "report.json"
+    rc = evaluate(["--networks", "recolor", "--checkpoints", str(ckpt.parent), "--data", str(data),
+                   "--magnitude", "0.35", "--out", str(report)])
+    (row,) = json.loads(report.read_text())
+    assert rc in (0, 1) and row["magnitude"] == [0.35, 0.35] and "not the bar's" in row["label"]
+    assert row["model"]["delta_e2000"] == pytest.approx(rows[2]["model"], rel=1e-4)
+    assert row["baseline"]["delta_e2000"] == pytest.approx(rows[2]["reinhard"], rel=1e-4)
+    assert row["model"]["delta_e2000_input"] == pytest.approx(rows[2]["input"], rel=1e-4)
+    with pytest.raises(SystemExit):
+        evaluate(["--networks", "recolor", "--checkpoints", str(ckpt.parent), "--magnitude", "0", "0.1", "0.2"])
+
+    # the documented range stays the default, draw for draw
+    a, b = NetworkDataset(str(data), "test", "recolor", seed=7), NetworkDataset(str(data), "test", "recolor", seed=7,
+                                                                                magnitude=RECOLOR_MAGNITUDE)
+    assert torch.equal(a[1]["on_model"], b[1]["on_model"])
+    with pytest.raises(ValueError, match="magnitude"):
+        NetworkDataset(str(data), "test", "recolor", magnitude=(0.3, 0.1))
+    with pytest.raises(ValidationError, match="data.magnitude"):
+        TrainConfig.model_validate({"network": "recolor", "deepspeed": "x", "metric": "m",
+                                    "data": {"magnitude": [0.2, 1.5]}})

@@ -6,7 +6,9 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from drape_train.data.layout import RECOLOR_MAGNITUDE
 
 NetworkName = Literal["garment_seg", "human_parsing", "gmm", "tom", "recolor", "onmodel_seg"]
 
@@ -37,6 +39,16 @@ class DataCfg(_Strict):
     # gmm: which person/still pairs it trains on: "same" (the person's own garment, VITON's paired setting),
     # "cross" (another garment on the same person: what try-on serves; synthetic studio only) or "mixed"
     pairs: Literal["same", "cross", "mixed"] = "same"
+    # recolor: the range each item's degradation magnitude is drawn from, in training and validation (the
+    # generator's documented range; `evaluate --magnitude` scores any other)
+    magnitude: tuple[float, float] = RECOLOR_MAGNITUDE
+
+    @field_validator("magnitude")
+    @classmethod
+    def _range(cls, v):
+        if not 0.0 <= v[0] <= v[1] <= 1.0:
+            raise ValueError(f"data.magnitude must be [low, high] with 0 <= low <= high <= 1, got {list(v)}")
+        return v
 
 
 class ScheduleCfg(_Strict):

@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import Dataset
 
 from drape_train.data.degrade import MODES, degrade
-from drape_train.data.layout import VitonDataset
+from drape_train.data.layout import RECOLOR_MAGNITUDE, VitonDataset
 
 
 def _img(a: np.ndarray) -> torch.Tensor:
@@ -37,8 +37,10 @@ def warp_with_flow(src: np.ndarray, flow: np.ndarray) -> np.ndarray:
 class NetworkDataset(Dataset):
     """Items for one network, built from a VitonDataset split."""
 
-    def __init__(self, root: str, split: str, network: str, seed: int = 0, pairs: str = "same"):
-        """``pairs`` (gmm): "same" = each person with the still of the garment they wear (VITON's paired
+    def __init__(self, root: str, split: str, network: str, seed: int = 0, pairs: str = "same",
+                 magnitude: tuple[float, float] = RECOLOR_MAGNITUDE):
+        """``magnitude`` (recolor): the range each item's degradation magnitude is drawn from, uniformly
+        (`drape_train.data.degrade` says what a magnitude means in Delta E). ``pairs`` (gmm): "same" = each person with the still of the garment they wear (VITON's paired
         training); "cross" = a person with the still of *another* garment, scored against that garment worn by
         the same person (what try-on serves; needs exact pairs, i.e. the synthetic studio); "mixed" = both, or
         "same" with a warning where the split has no such pairs (VITON-HD), so the default config runs there."""
@@ -47,6 +49,10 @@ class NetworkDataset(Dataset):
         self.src = VitonDataset(root, split)
         self.network = network
         self.seed = seed
+        low, high = (float(v) for v in magnitude)
+        if not 0.0 <= low <= high <= 1.0:
+            raise ValueError(f"magnitude must be a range 0 <= low <= high <= 1, got {tuple(magnitude)}")
+        self.magnitude = (low, high)
         self.samples = {i: self.src.load(i) for i in self.src.ids}
         self.pairs = [(p, c, self.src.target_for(p, c)) for p, c in self.src.pairs]
         self.pairs = [(p, c, t) for p, c, t in self.pairs if t is not None]
@@ -114,7 +120,7 @@ class NetworkDataset(Dataset):
         s = self.samples[self.ids[i]]
         rng = np.random.default_rng([self.seed, self.epoch, i])
         mode = MODES[int(rng.integers(len(MODES)))]
-        degraded = degrade(s["image"], s["garment_mask"], rng, mode, float(rng.uniform(0.05, 0.35)))
+        degraded = degrade(s["image"], s["garment_mask"], rng, mode, float(rng.uniform(*self.magnitude)))
         return {"on_model": _img(degraded), "still": _img(s["cloth"]),
                 "parse": torch.from_numpy(s["parse"].astype(np.int64)), "still_mask": _mask(s["cloth_mask"]),
                 "target": _img(s["image"]), "garment_mask": _mask(s["garment_mask"])}

@@ -22,6 +22,10 @@ scores (same seed, so the same degradation per image).
   median is the true one's: the shape from the photo, the level from the oracle).
 * with --checkpoint: the model, and the model after the oracle quadratic fit on *its output*: what remains once
   every global colour error is removed, i.e. its local (per-pixel) error.
+
+`--sweep 0 0.02 0.05 0.1 0.2 0.35` (with --checkpoint) instead degrades every item at one magnitude at a time and
+prints the input (doing nothing), Reinhard and the model side by side: how the error grows with the cast, and
+what the model does to a photo that was already right (magnitude 0).
 """
 from __future__ import annotations
 
@@ -36,6 +40,7 @@ from drape_train.color import delta_e_2000, rgb_to_lab
 from drape_train.datasets import NetworkDataset, warp_with_flow
 from drape_train.evaluate import load_objective, reinhard
 from drape_train.models.recolor import moment_match
+from drape_train.objectives import delta_e2000
 
 
 def _terms(x: np.ndarray, degree: int) -> np.ndarray:
@@ -137,6 +142,36 @@ def probe(data: str, split: str, checkpoint: Path | None = None, stride: int = 1
     return out
 
 
+def sweep(data: str, split: str, checkpoint: Path, magnitudes, batch: int = 8) -> list[dict]:
+    """Input, Reinhard and model mean CIEDE2000 inside the garment with every item degraded at one magnitude.
+
+    The same items and degradation draws as `evaluate` (seed 12345), only the magnitude fixed: the bar is set
+    on the documented range, this shows how the error grows with the cast (0 = the photo was already right).
+    """
+    from torch.utils.data import DataLoader
+    obj = load_objective(Path(checkpoint))
+    obj.net.eval()
+    rows = []
+    for mag in magnitudes:
+        ds = NetworkDataset(data, split, "recolor", seed=12345, magnitude=(mag, mag))
+        per = {"input": [], "reinhard": [], "model": []}
+        for b in DataLoader(ds, batch_size=batch):
+            inside = b["garment_mask"][:, 0] > 0.5
+            with torch.no_grad():
+                out, _ = obj.net(*obj.inputs(b))
+            gm, sm = (b[k][:, 0].numpy() > 0.5 for k in ("garment_mask", "still_mask"))
+            on, st = (b[k].permute(0, 2, 3, 1).numpy() for k in ("on_model", "still"))
+            rein = np.stack([reinhard(o, m, s, q) for o, m, s, q in zip(on, gm, st, sm)])
+            for name, pred in (("input", b["on_model"]), ("model", out),
+                               ("reinhard", torch.from_numpy(rein).permute(0, 3, 1, 2).float())):
+                per[name].append(delta_e2000(pred.clamp(0, 1), b["target"])[:, 0][inside].numpy())
+        r = {"magnitude": float(mag), "n": len(ds), **{k: float(np.concatenate(v).mean()) for k, v in per.items()}}
+        r["ratio"] = r["model"] / r["reinhard"]
+        r["bars"] = bool(r["ratio"] <= 0.5 and r["model"] <= 2.0)
+        rows.append(r)
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m drape_train.recolor_bound", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -144,10 +179,24 @@ def main(argv=None) -> int:
     ap.add_argument("--split", default="test")
     ap.add_argument("--checkpoint", type=Path, help="a trained recolor checkpoint folder (adds the model rows)")
     ap.add_argument("--stride", type=int, default=1, help="every n-th image (default: %(default)s)")
+    ap.add_argument("--sweep", nargs="+", type=float, metavar="M",
+                    help="instead of the probes: input / Reinhard / model error with every item degraded at each "
+                    "magnitude M (needs --checkpoint), e.g. --sweep 0 0.02 0.05 0.1 0.2 0.35")
     args = ap.parse_args(argv)
     from rich.console import Console
     from rich.table import Table
 
+    if args.sweep:
+        if args.checkpoint is None:
+            ap.error("--sweep needs --checkpoint")
+        table = Table(title=f"recolor: mean CIEDE2000 inside the garment by degradation magnitude, {args.split} split")
+        for col in ("magnitude", "input", "Reinhard", "model", "model / Reinhard", "<= 0.5x and <= 2.0"):
+            table.add_column(col, justify="right")
+        for r in sweep(args.data, args.split, args.checkpoint, args.sweep):
+            table.add_row(f"{r['magnitude']:g}", f"{r['input']:.2f}", f"{r['reinhard']:.2f}", f"{r['model']:.2f}",
+                          f"{r['ratio']:.2f}", "yes" if r["bars"] else "no")
+        Console(width=120).print(table)
+        return 0
     rows = probe(args.data, args.split, args.checkpoint, args.stride)
     n = next(iter(rows.values()))["n"]
     table = Table(title=f"recolor: mean CIEDE2000 inside the garment, {args.split} split, {n} images")

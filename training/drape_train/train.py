@@ -223,10 +223,12 @@ def train_one(config_path: str, args) -> dict:
         shutil.rmtree(out / "ds", ignore_errors=True)
     seed_everything(cfg.schedule.seed)
 
-    train_ds = NetworkDataset(cfg.data.root, "train", cfg.network, seed=cfg.schedule.seed, pairs=cfg.data.pairs)
+    train_ds = NetworkDataset(cfg.data.root, "train", cfg.network, seed=cfg.schedule.seed, pairs=cfg.data.pairs,
+                              magnitude=cfg.data.magnitude)
     # gmm validates on the pairs it trains on: with "mixed", half the val items are another garment's still on
     # the person (what try-on serves), so the best checkpoint is not picked by the paired score alone
-    val_ds = NetworkDataset(cfg.data.root, "val", cfg.network, seed=cfg.schedule.seed + 1, pairs=cfg.data.pairs)
+    val_ds = NetworkDataset(cfg.data.root, "val", cfg.network, seed=cfg.schedule.seed + 1, pairs=cfg.data.pairs,
+                            magnitude=cfg.data.magnitude)
     objective = Objective(cfg)
     if cfg.network == "tom" and cfg.data.warps == "gmm":
         gmm_dir = Path(args.out) / "gmm"
