@@ -23,6 +23,7 @@ TRT_OPS = {
     "Gemm", "GlobalAveragePool", "GridSample", "Identity", "LayerNormalization", "MatMul", "Mul", "ReduceL2",
     "ReduceMean", "Relu", "Reshape", "Resize", "Shape", "Sigmoid", "Slice", "Softmax", "Split", "Sqrt", "Squeeze",
     "Sub", "Tanh", "Transpose", "Unsqueeze", "Pow", "Where", "Equal", "ConstantOfShape", "Range",
+    "Exp",   # recolor's shading-free statistics (a soft maximum); a TensorRT unary layer, FP16 included
 }
 
 
@@ -51,14 +52,16 @@ def test_yaml_schedule_wins_over_the_ds_config_and_says_so():
     assert len(overridden) == 1 and "optimizer.params.lr=0.0005" in overridden[0]
 
 
-@pytest.mark.parametrize("name", NETWORKS)
-def test_export_uses_only_tensorrt_ops_and_matches_pytorch(name, tmp_path):
+@pytest.mark.parametrize("name,kw", [(n, {}) for n in NETWORKS]
+                         + [("recolor", {"shading_stats": True, "shading_pairs": True})],
+                         ids=[*NETWORKS, "recolor-shading_free"])
+def test_export_uses_only_tensorrt_ops_and_matches_pytorch(name, kw, tmp_path):
     import onnx
     import onnxruntime as ort
 
     torch.manual_seed(0)
     h, w = 64, 48
-    net = build(name, [4, 8, 16, 16], h, w).eval()
+    net = build(name, [4, 8, 16, 16], h, w, **kw).eval()
     xs = []
     for n in net.input_names:
         c = {"image": 3, "garment": 3, "person": 3, "warped_garment": 3, "on_model": 3, "still": 3}.get(n, 20)
@@ -321,6 +324,40 @@ def test_recolor_colour_match_reads_least_squares_statistics_of_matched_still_co
     cells = base[..., 4:12, 4:8].reshape(2, 3, 2, 4, 1, 4).mean((3, 5)).flatten(2)   # garment cells' mean colour
     assert torch.allclose(gram[:, 0, 1:], cells.mean(-1), atol=1e-3)               # E_w[x]
     assert torch.allclose(cross[:, 0], torch.tensor([0.2, 0.5, 0.7]).expand(2, 3), atol=1e-3)  # backdrop ignored
+
+
+def test_recolor_shading_free_statistics_do_not_see_shading_but_do_see_colour():
+    """The photo is the still times a shading <= 1: colour per unit luminance and the soft maximum of luminance
+    compare the two garments' inks, where RGB moments compare inks times shading."""
+    from drape_train.models.blocks import masked_moments
+    from drape_train.models.recolor import SHADING_FREE, ColourMatch, per_luminance, shading_free_stats
+
+    ink = torch.tensor([0.8, 0.5, 0.3]).view(1, 3, 1, 1)
+    still = ink.expand(1, 3, 32, 24).clone()
+    shade = torch.linspace(0.55, 1.0, 24).view(1, 1, 1, 24).expand(1, 1, 32, 24)    # the body's curvature
+    photo = still * shade
+    w = torch.ones(1, 1, 32, 24)
+    a, b = shading_free_stats(still, w), shading_free_stats(photo, w)
+    assert a.shape == (1, SHADING_FREE)
+    assert torch.allclose(a[:, :3], b[:, :3], rtol=0.05) and b[:, 3:6].max() < 0.05    # ink per unit luminance
+    mu, sd = masked_moments(photo, w)                                                   # ...RGB moments see shading
+    assert (mu.flatten() - ink.flatten()).abs().max() > 0.1 and sd.max() > 0.05
+    lum = 0.2126 * 0.8 + 0.7152 * 0.5 + 0.0722 * 0.3
+    assert a[0, 6] == pytest.approx(lum, rel=1e-3) == a[0, 7].item()                  # flat still: max = mean
+    assert b[0, 7] < b[0, 6] < lum                          # shaded photo: the soft max leans to the unshaded top
+    recoloured = shading_free_stats(photo.roll(1, 1), w)                               # another ink does move them
+    assert (recoloured[:, :3] - b[:, :3]).abs().max() > 0.2
+    assert torch.allclose(per_luminance(photo, 1), per_luminance(still, 1), rtol=0.08)   # (+0.05 keeps black finite)
+
+    # ColourMatch(shading_free=True): the same pairs' statistics twice, as they are and per unit luminance
+    g = torch.Generator().manual_seed(1)
+    args = (torch.randn(2, 8, 4, 3, generator=g), torch.rand(2, 3, 16, 12, generator=g), torch.ones(2, 1, 16, 12),
+            torch.randn(2, 8, 4, 3, generator=g), torch.rand(2, 3, 16, 12, generator=g), torch.ones(2, 1, 16, 12))
+    plain, both = ColourMatch(8, 4), ColourMatch(8, 4, shading_free=True)
+    both.load_state_dict(plain.state_dict())
+    out_plain, out_both = plain(*args), both(*args)
+    assert out_both.shape == (2, 2 * ColourMatch.FEATURES)
+    assert torch.equal(out_both[:, :ColourMatch.FEATURES], out_plain)
 
 
 def test_gmm_starts_from_the_moment_alignment_of_the_still_onto_the_agnostic_torso():

@@ -22,6 +22,8 @@ class ModelCfg(_Strict):
     grid_size: int | None = None      # gmm: TPS control grid is grid_size x grid_size
     prewarp: bool | None = None       # gmm: correlate the person with the still as the alignment already warps it
     heads: int | None = None          # recolor: cross-attention heads
+    shading_stats: bool | None = None  # recolor: the colour head also reads shading-free colour statistics
+    shading_pairs: bool | None = None  # recolor: ...and the colour correspondences' statistics, shading-free
     stem_stride: int | None = None    # segmentation: 2 = encoder starts at half resolution, logits upsampled
     attention: bool | None = None     # segmentation: attention-gated skips + bottleneck self-attention
     dual: bool | None = None          # onmodel_seg: also read the still and cross-attend to it (False = photo only)
@@ -103,7 +105,7 @@ class TrainConfig(_Strict):
             kw["stem_stride"] = self.model.stem_stride
         if self.model.attention is not None:
             kw["attention"] = self.model.attention
-        for key in ("dual", "cross_skip", "still_widths"):
+        for key in ("dual", "cross_skip", "still_widths", "shading_stats", "shading_pairs"):
             if getattr(self.model, key) is not None:
                 kw[key] = getattr(self.model, key)
         return kw

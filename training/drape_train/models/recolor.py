@@ -16,6 +16,12 @@ decoder's residual is added after it for what is local (edges, shading). Its err
 function (`python -m drape_train.recolor_bound`), so the head also reads colour correspondences: `ColourMatch`
 pairs each on-model cell with the still colour it attends to at 1/8 resolution and hands over the affine
 least-squares statistics of those pairs.
+
+The photo is the still times a shading (folds, the body's curvature) and the still is flat, so RGB statistics of
+the two garments differ even where the colour is right. With `shading_stats` (configs/recolor.yaml) the head also
+reads statistics that shading does not move: the moments of colour per unit luminance and a soft maximum of
+luminance (the least-shaded pixels) of both garments (`shading_free_stats`); with `shading_pairs` also
+`ColourMatch`'s statistics of the same pairs per unit luminance.
 """
 from __future__ import annotations
 
@@ -30,16 +36,19 @@ class RecolorNet(nn.Module):
     input_names = ("on_model", "still", "parsing_logits", "still_mask_logits")
     output_names = ("recolored", "garment_mask")
 
-    def __init__(self, widths: list[int], height: int, width: int, heads: int = 4):
+    def __init__(self, widths: list[int], height: int, width: int, heads: int = 4, shading_stats: bool = False,
+                 shading_pairs: bool = False):
         super().__init__()
+        self.shading_stats = shading_stats
         self.groups = ParsingGroups()
         self.enc_on = Encoder(7, widths)      # photo, garment mask, moment-matched base
         self.enc_still = Encoder(4, widths)
         f = 2 ** (len(widths) - 1)
         self.attn = CrossAttention(widths[-1], heads, height // f, width // f)
         self.decoder = Decoder(widths, 3)
-        self.match = ColourMatch(widths[-2], 2 ** (len(widths) - 2))
-        self.colour = ColourHead(2 * widths[-1] + 12 + ColourMatch.FEATURES)
+        self.match = ColourMatch(widths[-2], 2 ** (len(widths) - 2), shading_free=shading_pairs)
+        self.colour = ColourHead(2 * widths[-1] + 12 + ColourMatch.FEATURES * (1 + shading_pairs)
+                                 + 2 * SHADING_FREE * shading_stats)
 
     def forward(self, on_model, still, parsing_logits, still_mask_logits):
         m = garment_prob(self.groups(parsing_logits))
@@ -50,8 +59,11 @@ class RecolorNet(nn.Module):
         fs = self.enc_still(torch.cat([(still * 2 - 1) * sm, sm], 1))
         bottleneck = self.attn(fo[-1], fs[-1])
         pairs = self.match(fo[-2], base, m, fs[-2], still, sm)
-        stats = torch.cat([bottleneck.mean((2, 3)), fs[-1].mean((2, 3)),
-                           *(t.flatten(1) for t in (mu_on, sd_on, mu_st, sd_st)), pairs], 1)
+        stats = [bottleneck.mean((2, 3)), fs[-1].mean((2, 3)), *(t.flatten(1) for t in (mu_on, sd_on, mu_st, sd_st)),
+                 pairs]
+        if self.shading_stats:
+            stats += [shading_free_stats(on_model, m), shading_free_stats(still, sm)]
+        stats = torch.cat(stats, 1)
         graded = self.colour(base, stats)                                     # a global colour correction
         pred = torch.clamp(graded + self.decoder(fo, bottleneck), 0.0, 1.0)  # plus a local residual
         return m * pred + (1 - m) * on_model, m
@@ -92,9 +104,10 @@ class ColourMatch(nn.Module):
 
     FEATURES = 28
 
-    def __init__(self, channels: int, factor: int, dim: int = 32):
+    def __init__(self, channels: int, factor: int, dim: int = 32, shading_free: bool = False):
         super().__init__()
         self.factor = factor
+        self.shading_free = shading_free
         self.q = nn.Sequential(nn.LayerNorm(channels), nn.Linear(channels, dim))
         self.k = nn.Sequential(nn.LayerNorm(channels), nn.Linear(channels, dim))
         self.scale = dim ** -0.5
@@ -113,11 +126,44 @@ class ColourMatch(nn.Module):
         attn = torch.softmax(q @ k.transpose(1, 2) * self.scale, -1) * (w_st + 1e-4).transpose(1, 2)
         read = attn @ torch.cat([c, torch.ones_like(c[..., :1])], -1)       # [B,N,4]: sum a*c, sum a
         matched = read[..., :3] / read[..., 3:]                               # background cells weigh ~0
+        out = self._normal_equations(x, matched, w_on)
+        if self.shading_free:   # the same pairs, each colour per unit luminance: shading cancels
+            out = torch.cat([out, self._normal_equations(per_luminance(x), per_luminance(matched), w_on)], 1)
+        return out
+
+    @staticmethod
+    def _normal_equations(x, c, w):
         phi = torch.cat([torch.ones_like(x[..., :1]), x], -1)                 # [B,N,4]
-        raw = (phi * w_on).transpose(1, 2) @ torch.cat([phi, matched], -1)    # [B,4,7]; [0,0] = sum of weights
+        raw = (phi * w).transpose(1, 2) @ torch.cat([phi, c], -1)             # [B,4,7]; [0,0] = sum of weights
         raw = raw / (raw[:, :1, :1] + 1e-4)
         gram, cross = raw[..., :4], raw[..., 4:]                              # E_w[phi phi^T], E_w[phi c^T]
         return torch.cat([gram.flatten(1), cross.flatten(1)], 1)
+
+
+SHADING_FREE = 8
+LUMA = (0.2126, 0.7152, 0.0722)
+
+
+def per_luminance(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """Colour divided by its luminance (+0.05, so black stays finite): unchanged by a multiplicative shading."""
+    lum = sum(c * x.narrow(dim, i, 1) for i, c in enumerate(LUMA))
+    return x / (lum + 0.05)
+
+
+def shading_free_stats(x: torch.Tensor, w: torch.Tensor, sharpness: float = 8.0) -> torch.Tensor:
+    """[B,8]: weighted mean and std of colour per unit luminance, and a soft maximum and mean of luminance.
+
+    The photo is the still times a shading <= 1 (folds, the body's curvature); the still is flat. Colour divided
+    by luminance does not change with shading, so its moments compare the two garments' inks where RGB moments
+    compare inks times shading; and the brightest photo pixels are the least shaded, so the soft maximum of
+    luminance is the one brightness statistic the still and the undegraded photo share.
+    """
+    lum = sum(c * x[:, i:i + 1] for i, c in enumerate(LUMA))
+    mu, sd = masked_moments(per_luminance(x, 1), w)
+    e = torch.exp(sharpness * (lum - 1.0)) * w                     # <= 1: no FP16 overflow in the engine
+    soft_max = (lum * e).mean((2, 3)) / (e.mean((2, 3)) + 1e-7)
+    mean = (lum * w).mean((2, 3)) / (w.mean((2, 3)) + 1e-4)
+    return torch.cat([mu.flatten(1), sd.flatten(1), soft_max, mean], 1)
 
 
 def moment_match(src: torch.Tensor, src_w: torch.Tensor, ref: torch.Tensor, ref_w: torch.Tensor) -> torch.Tensor:
