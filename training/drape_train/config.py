@@ -8,7 +8,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from drape_train.data.layout import RECOLOR_MAGNITUDE
+from drape_train.data.layout import RECOLOR_MAGNITUDE, magnitude_range
 
 NetworkName = Literal["garment_seg", "human_parsing", "gmm", "tom", "recolor", "onmodel_seg"]
 
@@ -48,9 +48,7 @@ class DataCfg(_Strict):
     @field_validator("magnitude")
     @classmethod
     def _range(cls, v):
-        if not 0.0 <= v[0] <= v[1] <= 1.0:
-            raise ValueError(f"data.magnitude must be [low, high] with 0 <= low <= high <= 1, got {list(v)}")
-        return v
+        return magnitude_range(v)
 
 
 class ScheduleCfg(_Strict):

@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import Dataset
 
 from drape_train.data.degrade import MODES, degrade
-from drape_train.data.layout import RECOLOR_MAGNITUDE, VitonDataset
+from drape_train.data.layout import RECOLOR_MAGNITUDE, VitonDataset, magnitude_range
 
 
 def _img(a: np.ndarray) -> torch.Tensor:
@@ -49,10 +49,7 @@ class NetworkDataset(Dataset):
         self.src = VitonDataset(root, split)
         self.network = network
         self.seed = seed
-        low, high = (float(v) for v in magnitude)
-        if not 0.0 <= low <= high <= 1.0:
-            raise ValueError(f"magnitude must be a range 0 <= low <= high <= 1, got {tuple(magnitude)}")
-        self.magnitude = (low, high)
+        self.magnitude = magnitude_range(magnitude)
         self.samples = {i: self.src.load(i) for i in self.src.ids}
         self.pairs = [(p, c, self.src.target_for(p, c)) for p, c in self.src.pairs]
         self.pairs = [(p, c, t) for p, c, t in self.pairs if t is not None]

@@ -329,7 +329,7 @@ def main(argv=None) -> int:
             else:
                 results.append(evaluate_network(name, Path(a.checkpoints) / name, a.data, a.split,
                                                 magnitude=magnitude))
-                if name == "recolor" and magnitude != tuple(RECOLOR_MAGNITUDE):   # not where the bar is set
+                if name == "recolor" and magnitude != RECOLOR_MAGNITUDE:   # not where the bar is set
                     lo, hi = magnitude
                     results[-1]["label"] = f"recolor @ m {lo:g}" + (f"-{hi:g}" if hi != lo else "") + " (not the bar's)"
     table = Table(title=f"{a.data} / {a.split}: model vs classical baseline")

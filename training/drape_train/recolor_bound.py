@@ -38,9 +38,8 @@ from skimage.color import lab2rgb, rgb2lab
 
 from drape_train.color import delta_e_2000, rgb_to_lab
 from drape_train.datasets import NetworkDataset, warp_with_flow
-from drape_train.evaluate import load_objective, reinhard
+from drape_train.evaluate import evaluate_network, load_objective, reinhard
 from drape_train.models.recolor import moment_match
-from drape_train.objectives import delta_e2000
 
 
 def _terms(x: np.ndarray, degree: int) -> np.ndarray:
@@ -142,30 +141,17 @@ def probe(data: str, split: str, checkpoint: Path | None = None, stride: int = 1
     return out
 
 
-def sweep(data: str, split: str, checkpoint: Path, magnitudes, batch: int = 8) -> list[dict]:
+def sweep(data: str, split: str, checkpoint: Path, magnitudes) -> list[dict]:
     """Input, Reinhard and model mean CIEDE2000 inside the garment with every item degraded at one magnitude.
 
-    The same items and degradation draws as `evaluate` (seed 12345), only the magnitude fixed: the bar is set
-    on the documented range, this shows how the error grows with the cast (0 = the photo was already right).
+    `evaluate`'s recolor row (same items and draws, seed 12345) at each magnitude: the bar is set on the documented
+    range, this shows how the error grows with the cast (0 = the photo was already right).
     """
-    from torch.utils.data import DataLoader
-    obj = load_objective(Path(checkpoint))
-    obj.net.eval()
     rows = []
     for mag in magnitudes:
-        ds = NetworkDataset(data, split, "recolor", seed=12345, magnitude=(mag, mag))
-        per = {"input": [], "reinhard": [], "model": []}
-        for b in DataLoader(ds, batch_size=batch):
-            inside = b["garment_mask"][:, 0] > 0.5
-            with torch.no_grad():
-                out, _ = obj.net(*obj.inputs(b))
-            gm, sm = (b[k][:, 0].numpy() > 0.5 for k in ("garment_mask", "still_mask"))
-            on, st = (b[k].permute(0, 2, 3, 1).numpy() for k in ("on_model", "still"))
-            rein = np.stack([reinhard(o, m, s, q) for o, m, s, q in zip(on, gm, st, sm)])
-            for name, pred in (("input", b["on_model"]), ("model", out),
-                               ("reinhard", torch.from_numpy(rein).permute(0, 3, 1, 2).float())):
-                per[name].append(delta_e2000(pred.clamp(0, 1), b["target"])[:, 0][inside].numpy())
-        r = {"magnitude": float(mag), "n": len(ds), **{k: float(np.concatenate(v).mean()) for k, v in per.items()}}
+        e = evaluate_network("recolor", Path(checkpoint), data, split, magnitude=(mag, mag))
+        r = {"magnitude": float(mag), "n": e["n"], "input": e["model"]["delta_e2000_input"],
+             "reinhard": e["baseline"]["delta_e2000"], "model": e["model"]["delta_e2000"]}
         r["ratio"] = r["model"] / r["reinhard"]
         r["bars"] = bool(r["ratio"] <= 0.5 and r["model"] <= 2.0)
         rows.append(r)

@@ -56,6 +56,15 @@ FOLDERS = ("image", "cloth", "cloth-mask", "image-parse-v3", "openpose_json", "g
 PARSE_FOLDERS = ("image-parse-v3", "image-parse")   # HR-VITON / VITON-HD, then the older VITON name
 RECOLOR_DIR = "recolor"
 RECOLOR_MAGNITUDE = (0.05, 0.35)
+
+
+def magnitude_range(magnitude) -> tuple[float, float]:
+    """(low, high) floats of a recolor degradation magnitude range; ValueError unless 0 <= low <= high <= 1."""
+    low, high = (float(v) for v in magnitude)
+    if not 0.0 <= low <= high <= 1.0:
+        raise ValueError(f"magnitude must be a range [low, high] with 0 <= low <= high <= 1, got {list(magnitude)}")
+    return low, high
+
 RECOLOR_STREAM = 0x7EC0  # a third seed word: the degradation draws never overlap the renderer's streams
 # Quality 95 without chroma subsampling: 4:2:0 averages the colours of fine stripes and checks over 2x2 pixels,
 # which blurs exactly what recolor is about (a striped item at 128x96: Delta E 2000 of its degradation 24 before

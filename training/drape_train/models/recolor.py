@@ -144,10 +144,15 @@ SHADING_FREE = 8
 LUMA = (0.2126, 0.7152, 0.0722)
 
 
-def per_luminance(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    """Colour divided by its luminance (+0.05, so black stays finite): unchanged by a multiplicative shading."""
-    lum = sum(c * x.narrow(dim, i, 1) for i, c in enumerate(LUMA))
-    return x / (lum + 0.05)
+def luminance(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """Rec. 709 luma of the RGB channels along ``dim`` (kept, size 1)."""
+    return sum(c * x.narrow(dim, i, 1) for i, c in enumerate(LUMA))
+
+
+def per_luminance(x: torch.Tensor, dim: int = -1, lum: torch.Tensor | None = None) -> torch.Tensor:
+    """Colour divided by its luminance (+0.05, so black stays finite): unchanged by a multiplicative shading.
+    ``lum``: luminance(x, dim) where the caller has it already."""
+    return x / ((luminance(x, dim) if lum is None else lum) + 0.05)
 
 
 def shading_free_stats(x: torch.Tensor, w: torch.Tensor, sharpness: float = 8.0) -> torch.Tensor:
@@ -158,8 +163,8 @@ def shading_free_stats(x: torch.Tensor, w: torch.Tensor, sharpness: float = 8.0)
     compare inks times shading; and the brightest photo pixels are the least shaded, so the soft maximum of
     luminance is the one brightness statistic the still and the undegraded photo share.
     """
-    lum = sum(c * x[:, i:i + 1] for i, c in enumerate(LUMA))
-    mu, sd = masked_moments(per_luminance(x, 1), w)
+    lum = luminance(x, 1)
+    mu, sd = masked_moments(per_luminance(x, 1, lum), w)
     e = torch.exp(sharpness * (lum - 1.0)) * w                     # <= 1: no FP16 overflow in the engine
     soft_max = (lum * e).mean((2, 3)) / (e.mean((2, 3)) + 1e-7)
     mean = (lum * w).mean((2, 3)) / (w.mean((2, 3)) + 1e-4)
