@@ -76,7 +76,7 @@ serve: quick ## start Triton on the CPU repository (HTTP 8000, gRPC 8001, metric
 	$(PY) -m drape_serving.server --model-repository build/model_repository/cpu
 
 test: quick ## the full test suite (starts real Triton servers on free ports)
-	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(PY) -m pytest -q -rs -p no:cacheprovider tests
 
 # locust's exit code is ignored ('-'): load_check reads the CSV and fails on any error, too few requests or p95.
 load: $(STAMP) ## locust against a running server: CSV + HTML in build/load, fails on any error or p95 > P95_MS
