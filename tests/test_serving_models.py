@@ -251,6 +251,53 @@ def test_recolor_apply_delta_and_mask(hw):
     assert np.abs(image[:, right].astype(int) - expected).max() <= 1
 
 
+def test_recolor_keeps_the_photo_where_the_network_would_barely_change_it():
+    """The gate in front of the recolor: a change below keep_below (mean CIE76) returns the photo bit for bit."""
+    from drape_serving.prepost import RECOLOR_KEEP_BELOW, recolor_change
+
+    orig = smooth_image(250, 333)
+    model_input, _ = image_to_tensor(orig, HW)
+    mask = np.ones((1, *HW), np.float32)
+    small = model_input + np.float32(1.0 / 255)                 # ~1 CIE76: a photo already right
+    assert 0.2 < recolor_change(small, model_input, mask) < RECOLOR_KEEP_BELOW
+    image, garment = recolor_apply(small, model_input, mask, orig)
+    np.testing.assert_array_equal(image, orig)
+    assert (garment == 255).all()                                  # the mask still comes back
+    changed, _ = recolor_apply(small, model_input, mask, orig, keep_below=0.0)   # 0: always apply
+    assert np.abs(changed.astype(int) - orig).max() >= 1
+    big = model_input + np.float32(0.05)                           # a real correction is applied
+    assert recolor_change(big, model_input, mask) > RECOLOR_KEEP_BELOW
+    assert np.abs(recolor_apply(big, model_input, mask, orig)[0].astype(int) - orig).mean() > 10
+    # only the garment counts: a big change outside the mask does not lift a small one inside it
+    half = np.zeros_like(mask)
+    half[..., : HW[1] // 2] = 1.0
+    mixed = small.copy()
+    mixed[..., HW[1] // 2:] += 0.5
+    assert recolor_change(mixed, model_input, half) < RECOLOR_KEEP_BELOW
+    assert recolor_change(small, model_input, np.zeros_like(mask)) == 0.0
+
+
+def test_recolor_postprocess_reads_its_threshold_and_names_a_bad_one():
+    def config(value=None):
+        obj = {"name": "recolor_postprocess", "max_batch_size": 8,
+               "input": [{"name": n, "data_type": "TYPE_FP32", "dims": [3, 256, 192]}
+                         for n in ("recolored", "model_input", "garment_mask", "orig")],
+               "output": [{"name": n, "data_type": "TYPE_UINT8", "dims": [-1, -1]}
+                          for n in ("recolored_image", "garment_mask")]}
+        if value is not None:
+            obj["parameters"] = {"keep_below_delta_e76": {"string_value": value}}
+        return ModelConfig.from_json(json.dumps(obj))
+
+    from drape_serving.prepost import RECOLOR_KEEP_BELOW, RecolorPostLayout
+
+    assert RecolorPostLayout.from_config(config()).keep_below == RECOLOR_KEEP_BELOW
+    assert RecolorPostLayout.from_config(config("1.25")).keep_below == 1.25
+    assert RecolorPostLayout.from_config(config("0")).keep_below == 0.0
+    for bad in ("-1", "abc", "nan"):
+        with pytest.raises(ValueError, match="keep_below_delta_e76 must be a number >= 0"):
+            RecolorPostLayout.from_config(config(bad))
+
+
 def test_serving_code_never_imports_torch():
     """Pre/post and the launcher run in the torch-free serving image."""
     import subprocess
@@ -476,7 +523,7 @@ def test_serving_settings_reach_every_config_and_bad_values_are_refused(tmp_path
     from drape_export.repository import AssemblyError, ServingSettings, assemble
 
     settings = ServingSettings(instances=3, intra_op_threads=1, max_queue_delay_us=500, max_queue_size=7,
-                               entry_queue_size=5, prepost_instances=2)
+                               entry_queue_size=5, prepost_instances=2, recolor_keep_below=1.25)
     repo = tmp_path / "repo"
     assemble(write_tiny_networks(tmp_path / "onnx"), repo, settings=settings)
     net = (repo / "recolor_net" / "config.pbtxt").read_text()
@@ -485,11 +532,15 @@ def test_serving_settings_reach_every_config_and_bad_values_are_refused(tmp_path
     pre = (repo / "recolor_preprocess" / "config.pbtxt").read_text()
     assert "max_queue_size: 5" in pre and "count: 2, kind: KIND_CPU" in pre
     assert "max_queue_size: 7" in (repo / "tryon_postprocess" / "config.pbtxt").read_text()
+    post = (repo / "recolor_postprocess" / "config.pbtxt").read_text()
+    assert 'key: "keep_below_delta_e76" value { string_value: "1.25" }' in post
     assert json.loads((repo / "manifest.json").read_text())["settings"]["entry_queue_size"] == 5
     with pytest.raises(AssemblyError, match="instances must be >= 1"):
         ServingSettings(instances=0)
     with pytest.raises(AssemblyError, match="max_queue_delay_us"):
         ServingSettings(max_queue_delay_us=-1)
+    with pytest.raises(AssemblyError, match="recolor_keep_below"):
+        ServingSettings(recolor_keep_below=-0.5)
 
 
 @pytest.mark.parametrize("target", ["cpu", "gpu"])

@@ -35,6 +35,10 @@ def _add_settings_arguments(parser: argparse.ArgumentParser) -> None:
                         help="zero warmup batch every network instance runs at load, capped at its max batch; 0 = none "
                              "(default: the max batch on cpu, 1 on gpu). On CPU the memory it takes is held from the "
                              "start: lower it for large resolutions")
+    parser.add_argument("--recolor-keep-below", type=float, default=d.recolor_keep_below,
+                        help="recolor returns the photo unchanged where the network would change the garment by less "
+                             "than this mean CIE76 (its colour is taken to be right already); 0 = always apply "
+                             "(default: %(default)s)")
 
 
 def settings_from_args(args: argparse.Namespace) -> ServingSettings:
@@ -47,6 +51,7 @@ def settings_from_args(args: argparse.Namespace) -> ServingSettings:
         entry_queue_size=args.entry_queue_size,
         prepost_instances=args.prepost_instances,
         warmup_batch=args.warmup_batch,
+        recolor_keep_below=args.recolor_keep_below,
     )
 
 

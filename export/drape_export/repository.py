@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from drape_serving import contract
+from drape_serving.prepost import RECOLOR_KEEP_BELOW
 from drape_serving.plan_check import PlanMismatchError, Runtime, check_card, detect_runtime
 
 __all__ = [
@@ -96,6 +97,8 @@ class ServingSettings:
       queueing without bound (postprocess models too). The preprocess models (the ensembles' entry step, where
       decoded full-resolution images are created) get the smaller ``entry_queue_size``.
     * ``prepost_instances``: instance count of the python pre/post models.
+    * ``recolor_keep_below``: recolor_postprocess returns the photo unchanged where the network would change the
+      garment by less than this mean CIE76 (`drape_serving.prepost.RECOLOR_KEEP_BELOW`; 0 = always apply).
     * ``warmup_batch``: batch size of the zero warmup request every network instance runs at load (``model_warmup``;
       capped at the network's max_batch_size; 0 = no warmup; None = by target). CPU default: the max batch. ONNX
       Runtime's arena grows with the largest batch an instance has run, so warming at the largest batch puts its
@@ -114,6 +117,7 @@ class ServingSettings:
     entry_queue_size: int = 16
     prepost_instances: int = 2    # measured: a tie on throughput, lower 1-client p50 and 4-client p95
     warmup_batch: int | None = None   # by target: cpu = max batch (soak RSS growth 7.8% -> 2.3%), gpu = 1
+    recolor_keep_below: float = RECOLOR_KEEP_BELOW
 
     def __post_init__(self) -> None:
         problems = []
@@ -124,6 +128,8 @@ class ServingSettings:
             problems.append(f"intra_op_threads must be >= 0 (0 = one per core), got {self.intra_op_threads}")
         if self.warmup_batch is not None and self.warmup_batch < 0:
             problems.append(f"warmup_batch must be >= 0 (0 = no warmup), got {self.warmup_batch}")
+        if not self.recolor_keep_below >= 0:
+            problems.append(f"recolor_keep_below must be >= 0 (mean CIE76; 0 = off), got {self.recolor_keep_below}")
         if self.max_queue_delay_us < 0:
             problems.append(f"max_queue_delay_us must be >= 0, got {self.max_queue_delay_us}")
         if not self.preferred_batch_sizes or any(b < 1 for b in self.preferred_batch_sizes):
@@ -137,6 +143,7 @@ class ServingSettings:
             "prepost_instances": str(self.prepost_instances),
             "entry_queue_size": str(self.entry_queue_size),
             "max_queue_size": str(self.max_queue_size),
+            "recolor_keep_below": repr(float(self.recolor_keep_below)),
         }
 
 
