@@ -448,6 +448,8 @@ def test_recolor_magnitude_sweep_and_evaluate_score_the_same_items_at_a_fixed_ma
     assert row["model"]["delta_e2000"] == pytest.approx(rows[2]["model"], rel=1e-4)
     assert row["baseline"]["delta_e2000"] == pytest.approx(rows[2]["reinhard"], rel=1e-4)
     assert row["model"]["delta_e2000_input"] == pytest.approx(rows[2]["input"], rel=1e-4)
+    assert row["model"]["delta_e2000_served"] == pytest.approx(rows[2]["served"], rel=1e-4)
+
     with pytest.raises(SystemExit):
         evaluate(["--networks", "recolor", "--checkpoints", str(ckpt.parent), "--magnitude", "0", "0.1", "0.2"])
 
@@ -460,3 +462,28 @@ def test_recolor_magnitude_sweep_and_evaluate_score_the_same_items_at_a_fixed_ma
     with pytest.raises(ValidationError, match="data.magnitude"):
         TrainConfig.model_validate({"network": "recolor", "deepspeed": "x", "metric": "m",
                                     "data": {"magnitude": [0.2, 1.5]}})
+
+
+def test_recolor_as_served_is_the_photo_where_the_network_barely_changes_it():
+    """evaluate's served score applies recolor_postprocess's gate: per image, the network's output, or the photo
+    itself where the network changes the garment (its own mask) by less than RECOLOR_KEEP_BELOW mean CIE76."""
+    from types import SimpleNamespace
+
+    from drape_serving.prepost import RECOLOR_KEEP_BELOW
+    from drape_train.evaluate import served_recolor
+    from drape_train.objectives import delta_e2000
+
+    torch.manual_seed(0)
+    photo = torch.rand(3, 3, 32, 24) * 0.8 + 0.1
+    target = photo.clone()
+    target[2] = (target[2] + 0.2).clamp(0, 1)                  # image 2 had a cast; 0 and 1 were right already
+    change = torch.tensor([0.3 / 255, 40 / 255, 0.0])[:, None, None, None] + 0 * photo
+    out = photo + change                                        # 0: a small change, 1: a big (wrong) one
+    out[2] = target[2]                                          # 2: a perfect correction
+    mask = torch.ones(3, 1, 32, 24)
+    net = SimpleNamespace(inputs=lambda b: (b["on_model"],), net=lambda x: (out, mask))
+    got = served_recolor(net, {"on_model": photo, "target": target})
+    assert RECOLOR_KEEP_BELOW > 0
+    assert got[0].max() < 1e-3                                  # kept: the photo itself, zero error
+    assert torch.allclose(got[1], delta_e2000(out, target)[1, 0])   # applied: the network's (wrong) change
+    assert got[2].max() < 1e-3                                  # applied: the right correction

@@ -41,6 +41,7 @@ from skimage.color import lab2rgb, rgb2lab
 from skimage.filters import threshold_otsu
 from torch.utils.data import DataLoader
 
+from drape_serving.prepost import RECOLOR_KEEP_BELOW, recolor_change
 from drape_train.config import TrainConfig
 from drape_train.data.layout import RECOLOR_MAGNITUDE
 from drape_train.datasets import NetworkDataset, _img
@@ -194,6 +195,8 @@ def evaluate_network(name: str, ckpt: Path, data: str, split: str, batch: int = 
             # doing nothing: where the model's error is above this, it makes the photo worse
             de_in = delta_e2000(b["on_model"], b["target"])[:, 0]
             add(model, "delta_e2000_input", de_in[b["garment_mask"][:, 0] > 0.5].numpy())
+            # as served: recolor_postprocess keeps the photo where the network would barely change it
+            add(model, "px_delta_e2000_served", served_recolor(obj, b)[b["garment_mask"][:, 0] > 0.5].numpy())
 
     if name == "gmm" and any(p != c for p, c, _ in ds.pairs):
         # What try-on serves: the still of *another* garment on the person (scored against the studio's exact
@@ -219,6 +222,18 @@ def evaluate_network(name: str, ckpt: Path, data: str, split: str, batch: int = 
     if name == "recolor":
         out["magnitude"] = list(ds.magnitude)
     return out
+
+
+@torch.no_grad()
+def served_recolor(obj, b: dict) -> torch.Tensor:
+    """Per-pixel CIEDE2000 [B,H,W] of what the recolor ensemble returns: the network's output, or the photo as it
+    is where the network changes the garment (its own mask) by less than the postprocess threshold
+    (`drape_serving.prepost.recolor_change` < RECOLOR_KEEP_BELOW; same test, same numbers)."""
+    out, m = obj.net(*obj.inputs(b))
+    keep = torch.tensor([recolor_change(o.numpy(), i.numpy(), g.numpy()) < RECOLOR_KEEP_BELOW
+                         for o, i, g in zip(out, b["on_model"], m)])
+    served = torch.where(keep[:, None, None, None], b["on_model"], out)
+    return delta_e2000(served, b["target"])[:, 0]
 
 
 def onmodel_variant(card: dict) -> str:

@@ -145,13 +145,15 @@ def sweep(data: str, split: str, checkpoint: Path, magnitudes) -> list[dict]:
     """Input, Reinhard and model mean CIEDE2000 inside the garment with every item degraded at one magnitude.
 
     `evaluate`'s recolor row (same items and draws, seed 12345) at each magnitude: the bar is set on the documented
-    range, this shows how the error grows with the cast (0 = the photo was already right).
+    range, this shows how the error grows with the cast (0 = the photo was already right). "served": what the
+    ensemble returns, the photo as it is where the network would barely change it (`evaluate.served_recolor`).
     """
     rows = []
     for mag in magnitudes:
         e = evaluate_network("recolor", Path(checkpoint), data, split, magnitude=(mag, mag))
         r = {"magnitude": float(mag), "n": e["n"], "input": e["model"]["delta_e2000_input"],
-             "reinhard": e["baseline"]["delta_e2000"], "model": e["model"]["delta_e2000"]}
+             "reinhard": e["baseline"]["delta_e2000"], "model": e["model"]["delta_e2000"],
+             "served": e["model"]["delta_e2000_served"]}
         r["ratio"] = r["model"] / r["reinhard"]
         r["bars"] = bool(r["ratio"] <= 0.5 and r["model"] <= 2.0)
         rows.append(r)
@@ -176,11 +178,12 @@ def main(argv=None) -> int:
         if args.checkpoint is None:
             ap.error("--sweep needs --checkpoint")
         table = Table(title=f"recolor: mean CIEDE2000 inside the garment by degradation magnitude, {args.split} split")
-        for col in ("magnitude", "input", "Reinhard", "model", "model / Reinhard", "<= 0.5x and <= 2.0"):
+        for col in ("magnitude", "input", "Reinhard", "model", "model / Reinhard", "<= 0.5x and <= 2.0",
+                    "as served (gate)"):
             table.add_column(col, justify="right")
         for r in sweep(args.data, args.split, args.checkpoint, args.sweep):
             table.add_row(f"{r['magnitude']:g}", f"{r['input']:.2f}", f"{r['reinhard']:.2f}", f"{r['model']:.2f}",
-                          f"{r['ratio']:.2f}", "yes" if r["bars"] else "no")
+                          f"{r['ratio']:.2f}", "yes" if r["bars"] else "no", f"{r['served']:.2f}")
         Console(width=120).print(table)
         return 0
     rows = probe(args.data, args.split, args.checkpoint, args.stride)
