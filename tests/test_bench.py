@@ -135,3 +135,17 @@ def test_benchmark_smoke_run(cpu_repo, tmp_path):
     assert "ratios" in results and "target" in res.stdout
     assert {r["network"] for r in results["networks"]} == {n.model_name for n in contract.NETWORKS.values()}
     assert results["settings"]["gmm"]["instances"] >= 1
+
+
+def test_recolor_gate_benchmark_runs_both_series_on_each_side_of_the_threshold(tmp_path, capsys):
+    """The gate benchmark's series really are 'applied' and 'kept' (it asserts so when it builds them) and every
+    gate-on row carries its ratio to the gate-off row of the same input."""
+    import recolor_gate
+
+    out = tmp_path / "gate.json"
+    assert recolor_gate.main(["--calls", "3", "--warmup", "1", "--sizes", "300x200", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert set(rows) == {f"300x200 {c}, gate {g}" for c in ("applied", "kept") for g in ("on", "off")}
+    for name, r in rows.items():
+        assert r["p50_ms"] > 0 and ("ratio_p50" in r) == name.endswith("gate on")
+    assert "gate p50 ratio" in capsys.readouterr().out
