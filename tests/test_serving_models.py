@@ -275,6 +275,14 @@ def test_recolor_keeps_the_photo_where_the_network_would_barely_change_it():
     mixed[..., HW[1] // 2:] += 0.5
     assert recolor_change(mixed, model_input, half) < RECOLOR_KEEP_BELOW
     assert recolor_change(small, model_input, np.zeros_like(mask)) == 0.0
+    # the layout the python model runs reports the decision per item (for drape_recolor_gate_total)
+    from drape_serving.prepost import RecolorPostLayout
+
+    kept: list[bool] = []
+    out = RecolorPostLayout().run({"recolored": np.stack([small, big]), "model_input": np.stack([model_input] * 2),
+                                   "garment_mask": np.stack([mask] * 2), "orig": np.stack([orig] * 2)}, kept)
+    assert kept == [True, False]
+    np.testing.assert_array_equal(out["recolored_image"][0], orig)
 
 
 def test_recolor_postprocess_reads_its_threshold_and_names_a_bad_one():
@@ -745,6 +753,28 @@ def test_recolor_contract(server, protocol, on_model, shape):
     out = _infer(client, protocol, contract.RECOLOR, {"on_model_image": on_model, "still_image": BLACK})
     assert (out["garment_mask"] == 0).all()
     np.testing.assert_array_equal(out["recolored_image"][0], orig)  # no garment -> untouched
+
+
+@pytest.mark.server
+def test_recolor_gate_decisions_are_counted_on_the_metrics_port(server):
+    """drape_recolor_gate_total{decision}: the tiny recolor net shifts every colour by +0.25 (applied); with a black
+    still there is no garment, nothing changes and the photo comes back as it is (kept)."""
+    import re
+    import urllib.request
+
+    def counts() -> dict[str, float]:
+        text = urllib.request.urlopen(server.metrics_url, timeout=10).read().decode()
+        return {d: float(v) for d, v in re.findall(r'drape_recolor_gate_total\{decision="(\w+)"\} ([0-9.e+]+)', text)}
+
+    client = _client(server, "grpc")
+    before = counts()
+    assert set(before) == {"applied", "kept"}, before          # both series exist from load, at 0 or more
+    on_model = encode_jpeg(smooth_image(200, 150))
+    _infer(client, "grpc", contract.RECOLOR, {"on_model_image": on_model, "still_image": WHITE})
+    _infer(client, "grpc", contract.RECOLOR, {"on_model_image": on_model, "still_image": WHITE})
+    _infer(client, "grpc", contract.RECOLOR, {"on_model_image": on_model, "still_image": BLACK})
+    after = counts()
+    assert after["applied"] - before["applied"] == 2 and after["kept"] - before["kept"] == 1, (before, after)
 
 
 def _truncated_jpeg() -> bytes:

@@ -229,6 +229,15 @@ def recolor_apply(
     change is smaller than ``keep_below`` (``recolor_change``, mean CIE76) the
     photo's colour is taken to be right already and ``orig`` comes back as is.
     """
+    image, mask, _ = recolor_decide(recolored, model_input, garment_mask, orig, keep_below)
+    return image, mask
+
+
+def recolor_decide(
+    recolored: np.ndarray, model_input: np.ndarray, garment_mask: np.ndarray, orig: np.ndarray,
+    keep_below: float = RECOLOR_KEEP_BELOW,
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """``recolor_apply`` plus whether the photo was kept as it is (the gate's decision, for the metrics)."""
     _check_orig(orig)
     hw = tuple(recolored.shape[1:])
     _check_model_tensor(recolored, 3, hw, "recolored")
@@ -239,7 +248,7 @@ def recolor_apply(
     mask_up = np.clip(unletterbox(_mask_hw(garment_mask), params), 0.0, 1.0)
     mask_u8 = np.where(mask_up > 0.5, np.uint8(255), np.uint8(0))
     if keep_below > 0 and recolor_change(recolored, model_input, garment_mask) < keep_below:
-        return orig.copy(), mask_u8
+        return orig.copy(), mask_u8, True
     delta = _chw_to_hwc(np.asarray(recolored, np.float32) - np.asarray(model_input, np.float32))
     delta_up = unletterbox(delta, params)
 
@@ -247,7 +256,7 @@ def recolor_apply(
     # at 4096 px); cv2.add into CV_8U rounds and saturates, i.e. clip(rint(orig + change)).
     change = cv2.multiply(delta_up, cv2.merge([mask_up, mask_up, mask_up]), scale=255.0)
     image = cv2.add(orig, change, dtype=cv2.CV_8U)
-    return image, mask_u8
+    return image, mask_u8, False
 
 
 @dataclass(frozen=True)
@@ -305,14 +314,16 @@ class RecolorPostLayout:
         )
         return layout
 
-    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Batched (leading axis) inputs to batched outputs."""
+    def run(self, inputs: dict[str, np.ndarray], kept: list[bool] | None = None) -> dict[str, np.ndarray]:
+        """Batched (leading axis) inputs to batched outputs; ``kept`` (if given) gets the gate's decision per item."""
         images, masks = [], []
         for i in range(_batch_size(inputs)):
-            image, mask = recolor_apply(
+            image, mask, keep = recolor_decide(
                 inputs[self.recolored][i], inputs[self.model_input][i], inputs[self.garment_mask][i], inputs[self.orig][i],
                 self.keep_below,
             )
+            if kept is not None:
+                kept.append(keep)
             images.append(image)
             masks.append(mask)
         return {self.output_image: np.stack(images), self.output_mask: np.stack(masks)}

@@ -20,13 +20,28 @@ class TritonPythonModel:
         self.layout = LAYOUTS[self.name].from_config(config)
         self.input_names = tuple(t.name for t in config.inputs)
         self.logger = pb_utils.Logger
+        self.gate = None
+        if self.name == "recolor_postprocess":   # how often recolor returns the photo as it is (see prepost)
+            self.gate_family = pb_utils.MetricFamily(   # kept alive: its Metrics die with it
+                name="drape_recolor_gate_total",
+                description="recolor requests by what recolor_postprocess did with the network's change: applied, "
+                "or kept the photo as it is (mean CIE76 change below the keep_below_delta_e76 parameter)",
+                kind=pb_utils.MetricFamily.COUNTER,
+            )
+            self.gate = {d: self.gate_family.Metric(labels={"decision": d}) for d in ("applied", "kept")}
 
     def execute(self, requests):
         responses = []
         for request in requests:
             try:
                 inputs = {n: pb_utils.get_input_tensor_by_name(request, n).as_numpy() for n in self.input_names}
-                outputs = self.layout.run(inputs)
+                kept = [] if self.gate else None
+                outputs = self.layout.run(inputs, kept) if self.gate else self.layout.run(inputs)
+                for keep in kept or ():
+                    try:   # a metric must never fail the request it counts
+                        self.gate["kept" if keep else "applied"].increment(1)
+                    except Exception as exc:
+                        self.logger.log_error(f"{self.name}: drape_recolor_gate_total not counted: {exc}")
                 tensors = [pb_utils.Tensor(name, array) for name, array in outputs.items()]
                 responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
             except Exception as exc:  # one broken request must not fail the batch
