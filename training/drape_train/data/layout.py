@@ -56,6 +56,13 @@ FOLDERS = ("image", "cloth", "cloth-mask", "image-parse-v3", "openpose_json", "g
 PARSE_FOLDERS = ("image-parse-v3", "image-parse")   # HR-VITON / VITON-HD, then the older VITON name
 RECOLOR_DIR = "recolor"
 RECOLOR_MAGNITUDE = (0.05, 0.35)
+RECOLOR_STREAM = 0x7EC0  # a third seed word: the degradation draws never overlap the renderer's streams
+# Quality 95 without chroma subsampling: 4:2:0 averages the colours of fine stripes and checks over 2x2 pixels,
+# which blurs exactly what recolor is about (a striped item at 128x96: Delta E 2000 of its degradation 24 before
+# encoding, 18 measured between the two 4:2:0 JPEGs).
+RECOLOR_JPEG = (cv2.IMWRITE_JPEG_QUALITY, 95, cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444)
+READ_GARMENT_LABELS = (5, 6, 7)  # upper-clothes, dress, coat: what counts as "the garment" in real parses
+BODY25_TO_COCO18 = [0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18]
 
 
 def magnitude_range(magnitude) -> tuple[float, float]:
@@ -64,14 +71,6 @@ def magnitude_range(magnitude) -> tuple[float, float]:
     if not 0.0 <= low <= high <= 1.0:
         raise ValueError(f"magnitude must be a range [low, high] with 0 <= low <= high <= 1, got {list(magnitude)}")
     return low, high
-
-RECOLOR_STREAM = 0x7EC0  # a third seed word: the degradation draws never overlap the renderer's streams
-# Quality 95 without chroma subsampling: 4:2:0 averages the colours of fine stripes and checks over 2x2 pixels,
-# which blurs exactly what recolor is about (a striped item at 128x96: Delta E 2000 of its degradation 24 before
-# encoding, 18 measured between the two 4:2:0 JPEGs).
-RECOLOR_JPEG = (cv2.IMWRITE_JPEG_QUALITY, 95, cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444)
-READ_GARMENT_LABELS = (5, 6, 7)  # upper-clothes, dress, coat: what counts as "the garment" in real parses
-BODY25_TO_COCO18 = [0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18]
 
 
 def pair_seed(base_seed: int, split: str, k: int) -> int:
