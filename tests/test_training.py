@@ -53,8 +53,9 @@ def test_yaml_schedule_wins_over_the_ds_config_and_says_so():
 
 
 @pytest.mark.parametrize("name,kw", [(n, {}) for n in NETWORKS]
-                         + [("recolor", {"shading_stats": True, "shading_pairs": True})],
-                         ids=[*NETWORKS, "recolor-shading_free"])
+                         + [("recolor", {"shading_stats": True, "shading_pairs": True}),
+                            ("gmm", {"gate_widths": [4, 8, 8]})],
+                         ids=[*NETWORKS, "recolor-shading_free", "gmm-gate"])
 def test_export_uses_only_tensorrt_ops_and_matches_pytorch(name, kw, tmp_path):
     import onnx
     import onnxruntime as ort
@@ -62,11 +63,19 @@ def test_export_uses_only_tensorrt_ops_and_matches_pytorch(name, kw, tmp_path):
     torch.manual_seed(0)
     h, w = 64, 48
     net = build(name, [4, 8, 16, 16], h, w, **kw).eval()
-    xs = []
+    xs, g = [], torch.Generator().manual_seed(0)     # the same inputs whatever the variant's init drew
     for n in net.input_names:
         c = {"image": 3, "garment": 3, "person": 3, "warped_garment": 3, "on_model": 3, "still": 3}.get(n, 20)
         c = 1 if n in ("garment_mask_logits", "warped_mask", "still_mask_logits") else c
-        xs.append(torch.rand(2, c, h, w))
+        xs.append(torch.rand(2, c, h, w, generator=g))
+    if name == "gmm":   # a parse and a still mask as served (saturated logits): near-uniform random logits put the
+        from drape_train.models.representation import labels_to_logits, mask_to_logits   # torso at a knife edge
+        parse = torch.zeros(2, h, w, dtype=torch.long)
+        parse[:, 4:12, 18:30], parse[:, 16:40, 12:36], parse[:, 40:60, 14:34] = 13, 5, 9
+        parse[1, 20:34, 30:38] = 14
+        still = torch.zeros(2, 1, h, w)
+        still[0, :, 8:56, 6:42], still[1, :, 12:50, 10:40] = 1.0, 1.0
+        xs[0], xs[2] = labels_to_logits(parse), mask_to_logits(still)
     path = tmp_path / f"{name}.onnx"
     torch.onnx.export(net, tuple(xs), str(path), dynamo=False, opset_version=17, input_names=list(net.input_names),
                       output_names=list(net.output_names),
@@ -196,9 +205,12 @@ def test_gmm_mask_dice_scores_the_overlap_the_metric_counts(tmp_path):
     b = _batch("gmm", tmp_path)
     _, logs = obj(b)
     with torch.no_grad():
-        _, warped_mask = obj.net(*obj.inputs(b))
-    assert torch.allclose(logs["mask_dice"].detach(), dice_loss(warped_mask, b["target_mask"]), atol=1e-5)
-    assert 0.0 < float(logs["mask_dice"].detach()) < 1.0
+        _, _, tps_mask, _, warped_mask = obj.net.warp(*obj.inputs(b))
+    expected = dice_loss(tps_mask, b["target_mask"])                    # the TPS mask's own overlap...
+    if obj.net.gate is not None:                                        # ...and the served one's (default: gated)
+        expected = expected + dice_loss(warped_mask, b["target_mask"])
+    assert torch.allclose(logs["mask_dice"].detach(), expected, atol=1e-5)
+    assert 0.0 < float(logs["mask_dice"].detach()) < 2.0
     assert float(dice_loss(b["target_mask"], b["target_mask"])) < 0.01      # perfect overlap costs ~nothing
     off = Objective(TrainConfig.model_validate({**cfg.model_dump(), "loss": {**cfg.loss.model_dump(), "mask_dice": 0}}))
     assert "mask_dice" not in off(b)[1]
@@ -389,6 +401,66 @@ def test_gmm_starts_from_the_moment_alignment_of_the_still_onto_the_agnostic_tor
     with torch.no_grad():
         points2 = net.control_points(labels_to_logits(parse2), torch.rand(1, 3, h, w), mask_to_logits(still))
     assert torch.allclose(points, points2, atol=1e-4)
+
+
+def test_gmm_visibility_gate_only_cuts_the_tps_mask_and_reads_the_agnostic_person():
+    from drape_train.models.gmm import GMM
+    from drape_train.models.representation import labels_to_logits, mask_to_logits
+
+    h, w = 64, 48
+    torch.manual_seed(0)
+    parse = torch.zeros(1, h, w, dtype=torch.long)
+    parse[:, 4:12, 18:30] = 13                                          # face
+    parse[:, 16:40, 12:36] = 5                                          # upper clothes
+    parse[:, 20:36, 20:28] = 14                                         # an arm across the torso
+    still = torch.zeros(1, 1, h, w)
+    still[..., 8:56, 6:42] = 1.0
+    args = (labels_to_logits(parse), torch.rand(1, 3, h, w), mask_to_logits(still))
+    plain = GMM([4, 8, 16, 16], h, w).eval()
+    with torch.no_grad():
+        _, rgb, tps, logits, served = plain.warp(*args)
+        assert logits is None and served is tps                         # no gate: the TPS mask is served
+        assert torch.equal(plain(*args)[1], tps)
+    gated = GMM([4, 8, 16, 16], h, w, gate_widths=[4, 8, 8]).eval()
+    gated.load_state_dict(plain.state_dict(), strict=False)             # the same warp, plus a gate
+    with torch.no_grad():
+        _, rgb2, tps2, logits, served = gated.warp(*args)
+        assert torch.equal(rgb2, rgb) and torch.equal(tps2, tps)        # the gate leaves the warp alone
+        assert logits.shape == (1, 1, h, w) and (served <= tps + 1e-6).all()   # it can only remove garment
+        assert float(served.sum() / tps.sum()) > 0.9                    # and starts open
+        assert torch.equal(gated(*args)[1], served)                     # forward serves the gated mask
+        gated.gate.decoder.head.bias.fill_(-20.0)
+        assert float(gated(*args)[1].max()) < 1e-6                      # closed, nothing is left
+        gated.gate.decoder.head.bias.fill_(3.0)
+        parse2 = parse.clone()
+        parse2[parse2 == 5] = 10                                        # relabel the worn garment only
+        assert torch.allclose(gated(labels_to_logits(parse2), *args[1:])[1], gated(*args)[1], atol=1e-4)
+
+
+def test_gmm_gate_loss_scores_both_masks_and_trains_the_gate_where_the_warp_covers(tmp_path):
+    from drape_train.config import TrainConfig
+    from drape_train.objectives import Objective, dice_loss
+
+    cfg, _ = load_config(ROOT / "training/configs/gmm.yaml")
+    b = _batch("gmm", tmp_path)
+    gated = TrainConfig.model_validate({**cfg.model_dump(), "model": {**cfg.model.model_dump(), "gate_widths": [4, 8]},
+                                        "loss": {**cfg.loss.model_dump(), "gate": 1.0, "mask_dice": 1.0}})
+    obj = Objective(gated)
+    loss, logs = obj(b)
+    with torch.no_grad():
+        _, _, tps, _, served = obj.net.warp(*obj.inputs(b))
+    t = b["target_mask"]
+    assert torch.allclose(logs["mask_dice"].detach(), dice_loss(tps, t) + dice_loss(served, t), atol=1e-5)
+    assert float(logs["gate"].detach()) > 0
+    loss.backward()
+    assert obj.net.gate.decoder.head.weight.grad.abs().sum() > 0        # the gate learns
+    assert obj.net.regress[-1].weight.grad.abs().sum() > 0              # and so does the warp
+    m = obj.metrics(b)
+    assert set(m) == {"warped_mask_iou", "warped_mask_iou_tps"} and m["warped_mask_iou"].shape == (2,)
+    off = Objective(TrainConfig.model_validate({**gated.model_dump(), "loss": {**gated.loss.model_dump(), "gate": 0}}))
+    assert "gate" not in off(b)[1]
+    plain = Objective(TrainConfig.model_validate({**cfg.model_dump(), "model": {**cfg.model.model_dump(), "gate_widths": None}}))
+    assert "gate" not in plain(b)[1] and plain.net.gate is None
 
 
 def test_tom_regional_ssim_splits_the_swap_from_what_must_stay():

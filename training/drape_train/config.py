@@ -21,6 +21,7 @@ class ModelCfg(_Strict):
     widths: list[int] = Field(default_factory=lambda: [8, 16, 32, 64, 128])
     grid_size: int | None = None      # gmm: TPS control grid is grid_size x grid_size
     prewarp: bool | None = None       # gmm: correlate the person with the still as the alignment already warps it
+    gate_widths: list[int] | None = None  # gmm: visibility gate U-Net widths (cuts occluded / too-wide warp); None = off
     heads: int | None = None          # recolor: cross-attention heads
     shading_stats: bool | None = None  # recolor: the colour head also reads shading-free colour statistics
     shading_pairs: bool | None = None  # recolor: ...and the colour correspondences' statistics, shading-free
@@ -70,6 +71,7 @@ class LossCfg(_Strict):
     smooth: float = 0.0
     flow: float = 0.0                 # gmm: L1 between the TPS grid and the exact warp, where the data has one
     mask_dice: float = 0.0            # gmm: soft Dice between the warped still mask and the visible garment
+    gate: float = 0.0                 # gmm: BCE of the visibility gate against the visible garment, inside the TPS mask
     focal: float = 0.0                # segmentation options
     tversky: float = 0.0
     boundary: float = 0.0
@@ -103,7 +105,7 @@ class TrainConfig(_Strict):
             kw["stem_stride"] = self.model.stem_stride
         if self.model.attention is not None:
             kw["attention"] = self.model.attention
-        for key in ("dual", "cross_skip", "still_widths", "shading_stats", "shading_pairs"):
+        for key in ("dual", "cross_skip", "still_widths", "shading_stats", "shading_pairs", "gate_widths"):
             if getattr(self.model, key) is not None:
                 kw[key] = getattr(self.model, key)
         return kw

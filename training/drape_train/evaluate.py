@@ -8,7 +8,9 @@ Baselines (no learning, same inputs the network gets):
   gmm            bounding-box affine: the still's garment box mapped onto the torso box read off the
                  garment-agnostic parse (chin to waistband, silhouette width without arms). The bar is scored
                  on paired data (each person with their own garment's still, as VITON trains); the unpaired
-                 score (another garment's still on the same person, what try-on serves) is printed beside it
+                 score (another garment's still on the same person, what try-on serves) is printed beside it.
+                 warped_mask_iou is the mask the GMM serves (gated by its visibility gate when it has one);
+                 warped_mask_iou_tps is the TPS warp's own mask, before the gate
   tom            naive paste: the warped garment pasted onto the person where the warped mask > 0.5
                  (both TOM and the paste get the garment as the trained GMM warps it: the served chain).
                  TOM is scored on what the try-on ensemble returns: its image inside the feathered edit mask,
@@ -203,7 +205,8 @@ def evaluate_network(name: str, ckpt: Path, data: str, split: str, batch: int = 
         # rendering of that garment on them). Paired scores flatter a GMM: the garment-agnostic torso still
         # carries the worn garment's outline, which there is the answer.
         for b in DataLoader(NetworkDataset(data, split, name, seed=12345, pairs="cross"), batch_size=batch):
-            add(model, "warped_mask_iou_unpaired", obj.metrics(b)["warped_mask_iou"].numpy())
+            for k, v in obj.metrics(b).items():     # warped_mask_iou[_tps] -> warped_mask_iou[_tps]_unpaired
+                add(model, k.replace("warped_mask_iou", "warped_mask_iou_unpaired"), v.numpy())
             add(base, "warped_mask_iou_unpaired", bbox_affine_iou(b))
 
     def summarise(d):

@@ -5,6 +5,12 @@ of the garment-agnostic person (`GMM.align`); the regressor correlates the perso
 alignment already warps it (`prewarp`) and adds offsets for what is left. The TPS grid generator is linear in the
 source control points once the target grid is fixed, so it is a single precomputed [H*W, K] matrix: the exported
 graph is MatMul + GridSample (4D), both TensorRT-native (no AffineGrid).
+
+With `gate_widths` a small U-Net (the *visibility gate*) reads the garment-agnostic person and the warped still
+and decides which warped pixels this person shows: arms and hair in front of the torso, and a warp wider than the
+body, are cut away. The served mask is the TPS mask times the gate, so it can only remove garment, never claim
+pixels the warped still does not cover (VITON-HD masks its warped cloth with a predicted layout the same way).
+`warp()` returns the TPS mask beside it, so training and evaluation can score both.
 """
 from __future__ import annotations
 
@@ -13,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .blocks import Encoder, masked_moments
+from .blocks import Encoder, UNet, masked_moments
 from .representation import AGNOSTIC_CHANNELS, ParsingGroups, agnostic
 
 
@@ -72,7 +78,8 @@ class GMM(nn.Module):
     input_names = ("parsing_logits", "garment", "garment_mask_logits")
     output_names = ("warped_garment", "warped_mask")
 
-    def __init__(self, widths: list[int], height: int, width: int, grid_size: int = 5, prewarp: bool = True):
+    def __init__(self, widths: list[int], height: int, width: int, grid_size: int = 5, prewarp: bool = True,
+                 gate_widths: list[int] | None = None):
         super().__init__()
         self.grid_size = grid_size
         self.prewarp = prewarp
@@ -93,6 +100,10 @@ class GMM(nn.Module):
         self.register_buffer("kernel", tps_kernel(grid_size, height, width), persistent=False)
         self.register_buffer("cell_coords", F.avg_pool2d(pixel_coords(height, width)[None], 8)[0], persistent=False)
         self.height, self.width = height, width
+        self.gate = None
+        if gate_widths:
+            self.gate = UNet(AGNOSTIC_CHANNELS + 4, 1, list(gate_widths))
+            nn.init.constant_(self.gate.decoder.head.bias, 3.0)   # starts open (sigmoid 0.95): the TPS mask as is
 
     def control_points(self, parsing_logits, garment, garment_mask_logits) -> torch.Tensor:
         """Source control points [B,K,2] in grid_sample coordinates: a moment alignment plus learned offsets."""
@@ -130,13 +141,22 @@ class GMM(nn.Module):
     def grid(self, points: torch.Tensor) -> torch.Tensor:
         return torch.matmul(self.kernel, points).reshape(-1, self.height, self.width, 2)
 
-    def forward(self, parsing_logits, garment, garment_mask_logits):
+    def warp(self, parsing_logits, garment, garment_mask_logits):
+        """(control points, warped still [B,3,H,W], TPS-warped mask, gate logits or None, served mask)."""
         points = self.control_points(parsing_logits, garment, garment_mask_logits)
-        grid = self.grid(points)
         mask = torch.sigmoid(garment_mask_logits)
-        warped = F.grid_sample(torch.cat([garment, mask], 1), grid, mode="bilinear", padding_mode="zeros",
-                               align_corners=False)
-        return warped[:, :3], warped[:, 3:4]
+        warped = F.grid_sample(torch.cat([garment, mask], 1), self.grid(points), mode="bilinear",
+                               padding_mode="zeros", align_corners=False)
+        rgb, tps_mask = warped[:, :3], warped[:, 3:4]
+        if self.gate is None:
+            return points, rgb, tps_mask, None, tps_mask
+        person = agnostic(self.groups(parsing_logits))
+        logits = self.gate(torch.cat([person, rgb * 2 - 1, tps_mask], 1))
+        return points, rgb, tps_mask, logits, tps_mask * torch.sigmoid(logits)
+
+    def forward(self, parsing_logits, garment, garment_mask_logits):
+        _, rgb, _, _, mask = self.warp(parsing_logits, garment, garment_mask_logits)
+        return rgb, mask
 
 
 def smoothness(points: torch.Tensor, grid_size: int) -> torch.Tensor:
