@@ -137,3 +137,20 @@ def test_diff_stats():
     assert DiffStats.of([np.array([np.nan])], [np.array([0.0])]).max_abs == float("inf")
     with pytest.raises(ValueError, match="shape"):
         DiffStats.of([np.zeros(3)], [np.zeros(4)])
+
+
+def test_sample_inputs_are_images_and_saturated_logits_of_region_maps():
+    from drape_export.onnx_export import sample_inputs
+
+    card = {"inputs": [{"name": "parsing_logits", "shape": [20, 64, 48]}, {"name": "garment", "shape": [3, 64, 48]},
+                       {"name": "garment_mask_logits", "shape": [1, 64, 48]}]}
+    parse, image, mask = sample_inputs(card, 2, seed=0)
+    assert parse.shape == (2, 20, 64, 48) and image.shape == (2, 3, 64, 48) and mask.shape == (2, 1, 64, 48)
+    assert all(x.dtype == np.float32 for x in (parse, image, mask))
+    assert 0.0 <= image.min() and image.max() <= 1.0 and image.std() > 0.2        # noise images
+    assert np.array_equal(parse.sum(1), np.full((2, 64, 48), 12.0, np.float32))   # one label per pixel, logit 12
+    labels = parse.argmax(1)
+    blocks = labels.reshape(2, 4, 16, 3, 16)                                       # 16x16 regions, one label each
+    assert (blocks == blocks[:, :, :1, :, :1]).all() and len(np.unique(labels)) > 5
+    assert set(np.unique(mask)) == {-6.0, 6.0}
+    assert not np.array_equal(sample_inputs(card, 2, seed=1)[0], parse)
