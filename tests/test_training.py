@@ -54,8 +54,8 @@ def test_yaml_schedule_wins_over_the_ds_config_and_says_so():
 
 @pytest.mark.parametrize("name,kw", [(n, {}) for n in NETWORKS]
                          + [("recolor", {"shading_stats": True, "shading_pairs": True}),
-                            ("gmm", {"gate_widths": [4, 8, 8]})],
-                         ids=[*NETWORKS, "recolor-shading_free", "gmm-gate"])
+                            ("gmm", {"gate_widths": [4, 8, 8]}), ("gmm", {"gate_widths": [4, 8, 8], "gate_stride": 2})],
+                         ids=[*NETWORKS, "recolor-shading_free", "gmm-gate", "gmm-gate-half"])
 def test_export_uses_only_tensorrt_ops_and_matches_pytorch(name, kw, tmp_path):
     import onnx
     import onnxruntime as ort

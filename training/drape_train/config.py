@@ -22,6 +22,7 @@ class ModelCfg(_Strict):
     grid_size: int | None = None      # gmm: TPS control grid is grid_size x grid_size
     prewarp: bool | None = None       # gmm: correlate the person with the still as the alignment already warps it
     gate_widths: list[int] | None = None  # gmm: visibility gate U-Net widths (cuts occluded / too-wide warp); None = off
+    gate_stride: int | None = None    # gmm: 2 = the gate's U-Net starts at half resolution, logits upsampled
     heads: int | None = None          # recolor: cross-attention heads
     shading_stats: bool | None = None  # recolor: the colour head also reads shading-free colour statistics
     shading_pairs: bool | None = None  # recolor: ...and the colour correspondences' statistics, shading-free
@@ -105,7 +106,7 @@ class TrainConfig(_Strict):
             kw["stem_stride"] = self.model.stem_stride
         if self.model.attention is not None:
             kw["attention"] = self.model.attention
-        for key in ("dual", "cross_skip", "still_widths", "shading_stats", "shading_pairs", "gate_widths"):
+        for key in ("dual", "cross_skip", "still_widths", "shading_stats", "shading_pairs", "gate_widths", "gate_stride"):
             if getattr(self.model, key) is not None:
                 kw[key] = getattr(self.model, key)
         return kw

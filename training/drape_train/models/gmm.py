@@ -79,7 +79,7 @@ class GMM(nn.Module):
     output_names = ("warped_garment", "warped_mask")
 
     def __init__(self, widths: list[int], height: int, width: int, grid_size: int = 5, prewarp: bool = True,
-                 gate_widths: list[int] | None = None):
+                 gate_widths: list[int] | None = None, gate_stride: int = 1):
         super().__init__()
         self.grid_size = grid_size
         self.prewarp = prewarp
@@ -102,12 +102,13 @@ class GMM(nn.Module):
         self.height, self.width = height, width
         self.gate = None
         if gate_widths:
-            self.gate = UNet(AGNOSTIC_CHANNELS + 4, 1, list(gate_widths))
+            self.gate = UNet(AGNOSTIC_CHANNELS + 4, 1, list(gate_widths), stem_stride=gate_stride)
             nn.init.constant_(self.gate.decoder.head.bias, 3.0)   # starts open (sigmoid 0.95): the TPS mask as is
 
-    def control_points(self, parsing_logits, garment, garment_mask_logits) -> torch.Tensor:
-        """Source control points [B,K,2] in grid_sample coordinates: a moment alignment plus learned offsets."""
-        person = agnostic(self.groups(parsing_logits))
+    def control_points(self, parsing_logits, garment, garment_mask_logits, person=None) -> torch.Tensor:
+        """Source control points [B,K,2] in grid_sample coordinates: a moment alignment plus learned offsets.
+        ``person``: the agnostic representation of ``parsing_logits`` when the caller already has it."""
+        person = agnostic(self.groups(parsing_logits)) if person is None else person
         mask = torch.sigmoid(garment_mask_logits)
         anchor = self.align(person, mask)
         fa = F.normalize(self.person_enc(person)[-1], dim=1)
@@ -143,14 +144,14 @@ class GMM(nn.Module):
 
     def warp(self, parsing_logits, garment, garment_mask_logits):
         """(control points, warped still [B,3,H,W], TPS-warped mask, gate logits or None, served mask)."""
-        points = self.control_points(parsing_logits, garment, garment_mask_logits)
+        person = agnostic(self.groups(parsing_logits))
+        points = self.control_points(parsing_logits, garment, garment_mask_logits, person)
         mask = torch.sigmoid(garment_mask_logits)
         warped = F.grid_sample(torch.cat([garment, mask], 1), self.grid(points), mode="bilinear",
                                padding_mode="zeros", align_corners=False)
         rgb, tps_mask = warped[:, :3], warped[:, 3:4]
         if self.gate is None:
             return points, rgb, tps_mask, None, tps_mask
-        person = agnostic(self.groups(parsing_logits))
         logits = self.gate(torch.cat([person, rgb * 2 - 1, tps_mask], 1))
         return points, rgb, tps_mask, logits, tps_mask * torch.sigmoid(logits)
 
