@@ -559,3 +559,31 @@ def test_recolor_as_served_is_the_photo_where_the_network_barely_changes_it():
     assert got[0].max() < 1e-3                                  # kept: the photo itself, zero error
     assert torch.allclose(got[1], delta_e2000(out, target)[1, 0])   # applied: the network's (wrong) change
     assert got[2].max() < 1e-3                                  # applied: the right correction
+
+
+def test_evaluate_scores_the_gmm_mask_as_served_and_the_tps_mask_paired_and_unpaired(tmp_path):
+    """A gated GMM whose gate is shut serves an empty mask: `evaluate` must score that (0), not the TPS mask."""
+    import json
+
+    from drape_train.config import TrainConfig
+    from drape_train.evaluate import evaluate_network
+    from drape_train.objectives import Objective
+
+    _batch("gmm", tmp_path)                                                   # writes the small dataset
+    cfg, _ = load_config(ROOT / "training/configs/gmm.yaml")
+    cfg = TrainConfig.model_validate({**cfg.model_dump(), "model": {**cfg.model.model_dump(), "widths": [4, 8, 16, 16],
+                                                                    "gate_widths": [4, 8]}})
+    obj = Objective(cfg)
+    ckpt = tmp_path / "ckpt" / "gmm"
+    ckpt.mkdir(parents=True)
+    (ckpt / "card.json").write_text(json.dumps({"config": cfg.model_dump()}))
+    with torch.no_grad():
+        obj.net.gate.decoder.head.bias.fill_(-20.0)                          # the gate cuts everything
+    torch.save(obj.net.state_dict(), ckpt / "weights.pt")
+    r = evaluate_network("gmm", ckpt, str(tmp_path / "data"), "test")
+    m = r["model"]
+    assert set(m) == {"warped_mask_iou", "warped_mask_iou_tps", "warped_mask_iou_unpaired",
+                      "warped_mask_iou_unpaired_tps"}
+    assert m["warped_mask_iou"] == 0.0 and m["warped_mask_iou_unpaired"] == 0.0
+    assert m["warped_mask_iou_tps"] > 0.2 and m["warped_mask_iou_unpaired_tps"] > 0.1   # the moment alignment
+    assert set(r["baseline"]) == {"warped_mask_iou", "warped_mask_iou_unpaired"}
