@@ -196,7 +196,6 @@ class Objective(nn.Module):
         if self.name == "gmm":
             args = self.inputs(b)
             points, rgb, tps_mask, gate_logits, served = self.net.warp(*args)
-            grid = self.net.grid(points)
             l1 = masked_l1(rgb, b["target"], b["target_mask"] + tps_mask.detach())
             # The mask terms score the TPS mask on its own, and the gated one as well when there is a gate: scored
             # only through the gate, the warp learns to cover everything and leave the cutting to it (val TPS IoU
@@ -215,6 +214,7 @@ class Objective(nn.Module):
                 loss = loss + w.gate * logs["gate"]
             if w.flow and "flow" in b:   # synthetic data knows the exact warp: supervise the grid on garment pixels
                 valid = (b["flow"][:, :1] > -1.5).float() * b["target_mask"]
+                grid = self.net.grid(points)
                 logs["flow"] = ((grid.permute(0, 3, 1, 2) - b["flow"]).abs() * valid).sum() / (2 * valid.sum() + 1e-6)
                 loss = loss + w.flow * logs["flow"]
             return loss, logs
