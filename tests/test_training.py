@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -587,3 +588,26 @@ def test_evaluate_scores_the_gmm_mask_as_served_and_the_tps_mask_paired_and_unpa
     assert m["warped_mask_iou"] == 0.0 and m["warped_mask_iou_unpaired"] == 0.0
     assert m["warped_mask_iou_tps"] > 0.2 and m["warped_mask_iou_unpaired_tps"] > 0.1   # the moment alignment
     assert set(r["baseline"]) == {"warped_mask_iou", "warped_mask_iou_unpaired"}
+
+
+@pytest.mark.parametrize("model, loss, fragment", [
+    ({"gate_stride": 2}, {}, "gate_stride is set but gate_widths is not"),
+    ({"gate_widths": [8, 16], "gate_stride": 4}, {}, "must be 1 (full resolution) or 2"),
+    ({"stem_stride": 3}, {}, "must be 1 (full resolution) or 2"),
+    ({}, {"gate": 1.0}, "no visibility gate to train"),
+])
+def test_gate_and_stride_settings_that_would_be_ignored_are_refused(model, loss, fragment):
+    """A gate stride without a gate, a stride the U-Net stem has no form for (it acted as 2) and a gate loss with
+    no gate were silently dropped; they are config errors naming the setting."""
+    from pydantic import ValidationError
+
+    from drape_train.config import TrainConfig
+    from drape_train.models.blocks import Encoder
+
+    with pytest.raises(ValidationError, match=re.escape(fragment)):
+        TrainConfig.model_validate({"network": "gmm", "deepspeed": "x", "metric": "m", "model": model, "loss": loss})
+    ok = TrainConfig.model_validate({"network": "gmm", "deepspeed": "x", "metric": "m",
+                                     "model": {"gate_widths": [8, 16], "gate_stride": 2}, "loss": {"gate": 1.0}})
+    assert ok.model_kwargs["gate_stride"] == 2
+    with pytest.raises(ValueError, match="stem_stride must be 1 or 2, got 4"):
+        Encoder(3, [8, 16], stem_stride=4)

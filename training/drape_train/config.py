@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from drape_train.data.layout import RECOLOR_MAGNITUDE, magnitude_range
 
@@ -31,6 +31,20 @@ class ModelCfg(_Strict):
     dual: bool | None = None          # onmodel_seg: also read the still and cross-attend to it (False = photo only)
     cross_skip: bool | None = None    # onmodel_seg (dual): the next finer skip level cross-attends to the still too
     still_widths: list[int] | None = None   # onmodel_seg (dual): still encoder widths (default: half of widths)
+
+    @field_validator("gate_stride", "stem_stride")
+    @classmethod
+    def _stride(cls, v):
+        if v is not None and v not in (1, 2):   # the U-Net stem has a full- and a half-resolution form only
+            raise ValueError(f"must be 1 (full resolution) or 2 (half resolution), got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _gate(self):
+        if self.gate_stride is not None and self.gate_widths is None:
+            raise ValueError("gate_stride is set but gate_widths is not: the stride belongs to the visibility gate, "
+                             "which gate_widths turns on (e.g. gate_widths: [8, 16, 32, 64])")
+        return self
 
 
 class DataCfg(_Strict):
@@ -92,6 +106,13 @@ class TrainConfig(_Strict):
     deepspeed: str                    # path of the ds_config JSON, relative to this YAML
     metric: str                       # validation metric used for best-checkpoint selection
     metric_mode: Literal["max", "min"] = "max"
+
+    @model_validator(mode="after")
+    def _gate_loss_needs_a_gate(self):
+        if self.loss.gate and self.model.gate_widths is None:
+            raise ValueError(f"loss.gate is {self.loss.gate} but the model has no visibility gate to train "
+                             "(set model.gate_widths, or loss.gate: 0)")
+        return self
 
     @property
     def model_kwargs(self) -> dict:

@@ -74,6 +74,8 @@ class Encoder(nn.Module):
 
     def __init__(self, cin: int, widths: list[int], stem_stride: int = 1):
         super().__init__()
+        if stem_stride not in (1, 2):
+            raise ValueError(f"Encoder stem_stride must be 1 or 2, got {stem_stride}")
         self.stem = ConvBlock(cin, widths[0]) if stem_stride == 1 else Down(cin, widths[0])
         self.downs = nn.ModuleList(Down(a, b) for a, b in zip(widths[:-1], widths[1:]))
 
