@@ -231,3 +231,50 @@ def test_model_repository_api_refused_without_the_admin_key(real_server, protoco
     index = client.get_model_repository_index(headers=real_server.admin_headers(protocol))
     names = {m["name"] for m in index} if protocol == "http" else {m.name for m in index.models}
     assert {"tryon", "recolor", "human_parsing", "garment_seg", "gmm", "tom", "recolor_net"} <= names
+
+
+# ------------------------------------------- evaluate --served-by: the test split through the served ensembles
+
+
+def test_evaluate_scores_the_served_ensembles_on_the_test_split(real_server, reference, tmp_path):
+    """`evaluate --served-by URL` sends every test item to the server's tryon / recolor ensembles and scores what
+    comes back against the same targets as the networks' rows (`*_ensemble`): the numbers equal the in-process
+    reference pipeline's on the same 8-bit images, and a server that is not there is refused by name."""
+    import torch
+
+    from conftest import CHECKPOINTS, ROOT
+    from drape_client.images import encode   # what the client sends for an array: lossless PNG
+    from drape_train.datasets import NetworkDataset
+    from drape_train.evaluate import _f, _u8
+    from drape_train.evaluate import main as evaluate
+    from drape_train.objectives import delta_e2000, tryon_ssim
+
+    data = ROOT / "build" / "quick" / "data"
+    report = tmp_path / "report.json"
+    rc = evaluate(["--networks", "tom", "recolor", "--checkpoints", str(CHECKPOINTS), "--data", str(data),
+                   "--split", "test", "--served-by", real_server.grpc_url, "--out", str(report)])
+    tom, rec = json.loads(report.read_text())
+    assert rc in (0, 1) and tom["network"] == "tom" and rec["network"] == "recolor"
+
+    ssim, changed = [], []
+    for item in NetworkDataset(str(data), "test", "tom", seed=12345):
+        person, garment = encode(_u8(item["person"]), "person_image"), encode(_u8(item["garment"]), "garment_image")
+        out = _f(reference.tryon(person, garment))[None]
+        s = tryon_ssim(out, item["target"][None], item["person"][None])
+        ssim.append(float(s["ssim"])), changed.append(float(s["ssim_changed"]))
+    assert len(ssim) == tom["n"]
+    assert tom["model"]["ssim_ensemble"] == pytest.approx(np.mean(ssim), abs=2e-3)
+    assert tom["model"]["ssim_changed_ensemble"] == pytest.approx(np.mean(changed), abs=5e-3)
+    assert 0.0 < tom["model"]["ssim_kept_ensemble"] <= 1.0 and tom["model"]["psnr_ensemble"] > 10.0
+
+    de = []
+    for item in NetworkDataset(str(data), "test", "recolor", seed=12345):
+        photo, still = encode(_u8(item["on_model"]), "on_model_image"), encode(_u8(item["still"]), "still_image")
+        out = _f(reference.recolor(photo, still)[0])[None]
+        de.append(delta_e2000(out, item["target"][None])[0, 0][item["garment_mask"][0] > 0.5])
+    assert rec["model"]["delta_e2000_ensemble"] == pytest.approx(float(torch.cat(de).double().mean()), rel=0.02)
+    assert rec["model"]["delta_e2000_ensemble"] != pytest.approx(rec["model"]["delta_e2000"], rel=1e-3)
+
+    with pytest.raises(SystemExit):   # argparse error: "--served-by 127.0.0.1:9: the server is not ready"
+        evaluate(["--networks", "tom", "--checkpoints", str(CHECKPOINTS), "--data", str(data),
+                  "--served-by", "127.0.0.1:9", "--out", str(tmp_path / "x.json")])

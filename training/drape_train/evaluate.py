@@ -18,6 +18,10 @@ Baselines (no learning, same inputs the network gets):
                  ssim_changed / ssim_kept split the SSIM map where the target differs from the person photo
                  (the garment swap) and where it does not (what a try-on must leave alone)
   recolor        Reinhard transfer: Lab mean/std of the on-model garment matched to the still's garment
+  --served-by    (tom, recolor) also send every test item to a running server's ensembles (`tryon`, `recolor`)
+                 and score what comes back against the same targets: `*_ensemble` metrics, the whole served chain
+                 (the parsing and garment-segmentation networks instead of ground-truth labels, ONNX Runtime or
+                 TensorRT, 8-bit images), where the rows above score each network on ground-truth inputs
   onmodel_seg    the human_parsing network's garment labels (what the recolor ensemble uses today); every
                  onmodel_seg checkpoint given with --onmodel (single / dual variants, seeds) runs on the same
                  images, dual - single IoU is reported per seed with a paired bootstrap 95% interval, and each
@@ -49,7 +53,7 @@ from drape_train.data.layout import RECOLOR_MAGNITUDE
 from drape_train.datasets import NetworkDataset, _img
 from drape_train.models import NETWORKS
 from drape_train.models.representation import (ARMS, HEAD, LOWER, NUM_LABELS, ParsingGroups, garment_prob)
-from drape_train.objectives import Objective, delta_e2000, iou, seg_metrics, tryon_ssim
+from drape_train.objectives import Objective, delta_e2000, iou, psnr, seg_metrics, tryon_ssim
 
 console = Console(width=None if sys.stdout.isatty() else 150)
 
@@ -158,9 +162,33 @@ BARS = {
 
 
 @torch.no_grad()
+def _u8(t: torch.Tensor) -> np.ndarray:
+    """[3,H,W] float in [0, 1] -> [H,W,3] uint8: what an app sends (the studio's images are 8-bit to begin with)."""
+    return np.ascontiguousarray((t.clamp(0, 1).permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8))
+
+
+def _f(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(a, dtype=np.float32) / 255.0).permute(2, 0, 1)
+
+
+def ensemble_metrics(client, name: str, b: dict) -> dict[str, torch.Tensor]:
+    """Score what the served ensemble returns for each item of batch ``b`` (same targets as the network's row).
+
+    tom: ``tryon(person, still)`` -> PSNR and SSIM (whole, swap region, kept region) against the target;
+    recolor: ``recolor(on-model photo, still)`` -> per-pixel CIEDE2000 inside the true garment."""
+    if name == "tom":
+        out = torch.stack([_f(client.tryon(_u8(p), _u8(g))) for p, g in zip(b["person"], b["garment"])])
+        m = {"psnr": psnr(out, b["target"]), **tryon_ssim(out, b["target"], b["person"])}
+    else:
+        out = torch.stack([_f(client.recolor(_u8(o), _u8(s)).image) for o, s in zip(b["on_model"], b["still"])])
+        m = {"px_delta_e2000": delta_e2000(out, b["target"])[:, 0][b["garment_mask"][:, 0] > 0.5]}
+    return {f"{k}_ensemble": v for k, v in m.items()}
+
+
 def evaluate_network(name: str, ckpt: Path, data: str, split: str, batch: int = 8,
-                     magnitude: tuple[float, float] = RECOLOR_MAGNITUDE) -> dict:
-    """``magnitude`` (recolor): the range the test items' degradations are drawn from (default: documented)."""
+                     magnitude: tuple[float, float] = RECOLOR_MAGNITUDE, served_by=None) -> dict:
+    """``magnitude`` (recolor): the range the test items' degradations are drawn from (default: documented).
+    ``served_by`` (tom, recolor): a `drape_client.DrapeClient` whose ensembles are scored on the same items."""
     obj = load_objective(ckpt)
     ds = NetworkDataset(data, split, name, seed=12345, magnitude=magnitude)
     model, base = {}, {}
@@ -175,6 +203,9 @@ def evaluate_network(name: str, ckpt: Path, data: str, split: str, batch: int = 
         b = obj.with_warps(b)
         for k, v in obj.metrics(b).items():
             add(model, k, v.numpy())
+        if served_by is not None and name in ("tom", "recolor"):
+            for k, v in ensemble_metrics(served_by, name, b).items():
+                add(model, k, v.numpy())
         if name == "garment_seg":
             pred = torch.from_numpy(np.stack([seg_baseline(x) for x in _np(b["image"])]))[:, None]
             for k, v in seg_metrics(pred, b["mask"] > 0.5).items():
@@ -333,11 +364,21 @@ def main(argv=None) -> int:
                     help="recolor: the degradation magnitude of the test items, one value or a LOW HIGH range drawn "
                     "uniformly (default: the documented range %(default)s, on which the bar is set; "
                     "`python -m drape_train.data scale` says what a magnitude means in Delta E)")
+    ap.add_argument("--served-by", metavar="URL", help="also score the tryon / recolor ensembles of the server at "
+                    "URL (e.g. localhost:8001, https://drape.example.com) on the same items: *_ensemble metrics "
+                    "(tom and recolor only; the server must be ready)")
     a = ap.parse_args(argv)
     if len(a.magnitude) not in (1, 2):
         ap.error(f"--magnitude takes one value or LOW HIGH, got {len(a.magnitude)} values")
     magnitude = (a.magnitude[0], a.magnitude[-1])
     torch.set_num_threads(max(1, torch.get_num_threads()))
+    client = None
+    if a.served_by:
+        from drape_client import DrapeClient   # torch-free; only needed here
+        client = DrapeClient(a.served_by)
+        if not client.ready():
+            ap.error(f"--served-by {a.served_by}: the server is not ready (are the tryon and recolor ensembles "
+                     "loaded? `make serve` starts one)")
     results = []
     for name in a.networks:
         with console.status(f"evaluating {name}"):
@@ -346,7 +387,7 @@ def main(argv=None) -> int:
                                             a.parsing or Path(a.checkpoints) / "human_parsing", a.data, a.split)
             else:
                 results.append(evaluate_network(name, Path(a.checkpoints) / name, a.data, a.split,
-                                                magnitude=magnitude))
+                                                magnitude=magnitude, served_by=client))
                 if name == "recolor" and magnitude != RECOLOR_MAGNITUDE:   # not where the bar is set
                     lo, hi = magnitude
                     results[-1]["label"] = f"recolor @ m {lo:g}" + (f"-{hi:g}" if hi != lo else "") + " (not the bar's)"
@@ -385,6 +426,8 @@ def main(argv=None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
     console.print(f"report: {out}")
+    if client is not None:
+        client.close()
     return 0 if ok else 1
 
 
