@@ -350,8 +350,9 @@ def test_recolor_items(tmp_path):
         assert measured == pytest.approx(deg["delta_e00"]["mean"], rel=0.1, abs=0.5), name
     assert len(modes) >= 3
     assert len(ItemDataset(tmp_path / "recolor", "test")) == 2
-    with pytest.raises(ValueError, match="magnitude"):
-        write_dataset(tmp_path / "bad", {"train": 1}, progress=False, recolor=True, magnitude=(0.3, 0.1))
+    for bad in ((0.3, 0.1), (0.2, 1.5), (-0.1, 0.2)):   # the range training and evaluation accept, no looser
+        with pytest.raises(ValueError, match="0 <= low <= high <= 1"):
+            write_dataset(tmp_path / "bad", {"train": 1}, progress=False, recolor=True, magnitude=bad)
 
 
 # ----------------------------------------------------------------------------------------------- degradations

@@ -198,9 +198,7 @@ def write_dataset(root, n_pairs: dict, seed: int = 0, height: int = 256, width: 
     Every file depends only on its pair seed, so the output is byte-identical for any worker count. dataset.json
     says "complete": false until the last file is written.
     """
-    lo, hi = (float(v) for v in magnitude)
-    if not 0 <= lo <= hi:
-        raise ValueError(f"magnitude range must satisfy 0 <= low <= high, got {magnitude}")
+    lo, hi = magnitude_range(magnitude)   # the same range training and evaluation accept
     root = Path(root)
     unknown = set(n_pairs) - set(SPLITS)
     if unknown:
