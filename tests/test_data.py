@@ -459,6 +459,12 @@ def test_cli_generate_and_sheet(tmp_path, capsys):
                  "--out", str(sheet)]) == 0
     assert cv2.imread(str(sheet)).shape == (2 * 64, 4 * 48, 3)
 
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:   # refused by name before anything is written
+        main(["generate", "--out", str(tmp_path / "bad"), "--train", "1", "--recolor", "--magnitude", "0.2", "1.5"])
+    assert exc.value.code == 2 and "--magnitude: magnitude must be a range" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
 
 def test_cli_bench_reports_every_size(capsys):
     from drape_train.data.__main__ import bench, main

@@ -287,7 +287,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "magnitude", None) is not None:   # generate: say so before writing anything
+        from .layout import magnitude_range
+        try:
+            magnitude_range(args.magnitude)
+        except ValueError as e:
+            parser.error(f"--magnitude: {e}")
     return args.func(args)
 
 
