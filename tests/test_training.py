@@ -460,7 +460,8 @@ def test_gmm_gate_loss_scores_both_masks_and_trains_the_gate_where_the_warp_cove
     assert set(m) == {"warped_mask_iou", "warped_mask_iou_tps"} and m["warped_mask_iou"].shape == (2,)
     off = Objective(TrainConfig.model_validate({**gated.model_dump(), "loss": {**gated.loss.model_dump(), "gate": 0}}))
     assert "gate" not in off(b)[1]
-    plain = Objective(TrainConfig.model_validate({**cfg.model_dump(), "model": {**cfg.model.model_dump(), "gate_widths": None}}))
+    plain = Objective(TrainConfig.model_validate({**cfg.model_dump(), "model": {**cfg.model.model_dump(), "gate_widths": None},
+                                                  "loss": {**cfg.loss.model_dump(), "gate": 0}}))   # no gate to train
     assert "gate" not in plain(b)[1] and plain.net.gate is None
 
 
