@@ -161,7 +161,6 @@ BARS = {
 }
 
 
-@torch.no_grad()
 def _u8(t: torch.Tensor) -> np.ndarray:
     """[3,H,W] float in [0, 1] -> [H,W,3] uint8: what an app sends (the studio's images are 8-bit to begin with)."""
     return np.ascontiguousarray((t.clamp(0, 1).permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8))
@@ -185,6 +184,7 @@ def ensemble_metrics(client, name: str, b: dict) -> dict[str, torch.Tensor]:
     return {f"{k}_ensemble": v for k, v in m.items()}
 
 
+@torch.no_grad()
 def evaluate_network(name: str, ckpt: Path, data: str, split: str, batch: int = 8,
                      magnitude: tuple[float, float] = RECOLOR_MAGNITUDE, served_by=None) -> dict:
     """``magnitude`` (recolor): the range the test items' degradations are drawn from (default: documented).
