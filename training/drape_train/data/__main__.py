@@ -29,6 +29,7 @@ recolor item (still, degraded on-model photo, true-colour target, masks, degrada
             (--recolor: still | degraded on-model | true on-model | garment mask, per recolor item)
   bench     rendering speed of one process (no disk I/O) at 256x192, 512x384 and 1024x768
   scale     what a degradation magnitude means: mean CIEDE2000 per mode and magnitude
+  storage   colour error of the JPEG setting the studio writes, beside 4:2:0 and the path real data takes
   validate  check a VITON-HD, item or COCO (Fashionpedia) dataset folder; exit 1 on errors
   samples   a few request-ready images (person, garment, on-model, still) for trying a running server
 """
@@ -181,6 +182,23 @@ def _scale(args) -> int:
     return 0
 
 
+def _storage(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .layout import measure_storage
+
+    res = measure_storage(args.n, args.seed, args.height, args.width, args.large)
+    table = Table(title=f"mean CIEDE2000 inside the garment, read back at {args.height}x{args.width} against the "
+                        f"raw render ({2 * args.n} images)")
+    table.add_column("storage")
+    table.add_column("Delta E 2000", justify="right")
+    for name, v in res.items():
+        table.add_row(name, f"{v:.2f}")
+    Console().print(table)
+    return 0
+
+
 def _validate(args) -> int:
     from .validate import print_report, validate
 
@@ -257,6 +275,19 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--n", type=int, default=32, help="images per cell")
     c.add_argument("--seed", type=int, default=0)
     c.set_defaults(func=_scale)
+
+    o = sub.add_parser("storage", help="colour error of the studio's JPEG setting", formatter_class=d,
+                       description="Render --n pairs at --large times the size, and read each back at HxW the "
+                                   "ways a loader can get it: stored at HxW with the studio's JPEG setting (quality "
+                                   "98, no chroma subsampling) and with quality 95 at 4:2:0 / 4:4:4, or stored "
+                                   "large at 4:2:0 and resized down (how real VITON-HD photos reach 256x192). "
+                                   "Prints the mean CIEDE2000 inside the garment against the raw render.")
+    o.add_argument("--n", type=int, default=32, help="pairs (2 images each)")
+    o.add_argument("--seed", type=int, default=0)
+    o.add_argument("--height", type=int, default=256)
+    o.add_argument("--width", type=int, default=192)
+    o.add_argument("--large", type=int, default=4, help="the real-data path renders this many times larger")
+    o.set_defaults(func=_storage)
 
     v = sub.add_parser("validate", help="check a dataset folder (VITON-HD, items, COCO)", formatter_class=d,
                        description="Report missing or mismatched files, size and label anomalies (parse map size "
