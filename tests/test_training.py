@@ -305,6 +305,13 @@ def test_recolor_probe_oracles_bound_the_classical_and_correspondence_estimators
     # ...and knowing the shading is what closes most of that gap
     assert rows["same, to still x true shading (oracle)"]["mean"] < \
         rows["affine fit to the still at exact correspondences"]["mean"]
+    # a solve on cell-pooled pairs needs exact ones: pairs off by a few pixels or matched by place do worse
+    exact = rows["cells 1/8, exact correspondences, shading from the photo"]["mean"]
+    assert exact < rows["Reinhard Lab (evaluate baseline)"]["mean"]
+    assert exact < rows["cells 1/8, exact correspondences off by 2 px"]["mean"] \
+        < rows["cells 1/8, exact correspondences off by 8 px"]["mean"]
+    assert exact < rows["cells 1/8, matched by place in the garment"]["mean"]
+    assert "cells 1/8, correspondences from the GMM warp" not in rows          # only with a GMM checkpoint
     # the Reinhard row is the evaluate baseline on the very items evaluate scores
     ds = NetworkDataset(str(data), "test", "recolor", seed=12345)
     px = []
@@ -612,3 +619,28 @@ def test_gate_and_stride_settings_that_would_be_ignored_are_refused(model, loss,
     assert ok.model_kwargs["gate_stride"] == 2
     with pytest.raises(ValueError, match="stem_stride must be 1 or 2, got 4"):
         Encoder(3, [8, 16], stem_stride=4)
+
+
+def test_recolor_probe_scores_pairs_from_a_gmm_warp_against_the_exact_ones(tmp_path, capsys):
+    """`recolor_bound --gmm`: the try-on GMM warps the still onto the photo and its pairs feed the same cell fit as
+    the exact warp's (an untrained GMM is its affine moment alignment: a sane but inexact warp)."""
+    from drape_train.config import TrainConfig
+    from drape_train.data.layout import write_dataset
+    from drape_train.objectives import Objective
+    from drape_train.recolor_bound import main, probe
+
+    data = tmp_path / "data"
+    write_dataset(data, {"train": 1, "val": 1, "test": 2}, seed=11, height=256, width=192, workers=1)
+    cfg, _ = load_config(ROOT / "training/configs/gmm.yaml")
+    ckpt = tmp_path / "gmm"
+    ckpt.mkdir()
+    torch.manual_seed(0)
+    torch.save(Objective(cfg).net.state_dict(), ckpt / "weights.pt")
+    (ckpt / "card.json").write_text(json.dumps({"config": cfg.model_dump(mode="json")}))
+
+    rows = probe(str(data), "test", gmm=ckpt)
+    gmm_row = rows["cells 1/8, correspondences from the GMM warp"]
+    assert gmm_row["n"] == 4 and np.isfinite(gmm_row["mean"])
+    assert gmm_row["mean"] > rows["cells 1/8, exact correspondences, shading from the photo"]["mean"]
+    assert main(["--data", str(data), "--gmm", str(ckpt), "--stride", "2"]) == 0
+    assert "correspondences from the GMM warp" in capsys.readouterr().out

@@ -1,7 +1,7 @@
 """Where does recolor's error come from? Oracle and classical probes beside the trained model.
 
     python -m drape_train.recolor_bound --data data/synth --split test \\
-        --checkpoint build/default/checkpoints/recolor
+        --checkpoint build/default/checkpoints/recolor --gmm build/default/checkpoints/gmm
 
 Every row is the mean CIEDE2000 inside the garment over the split's pixels (as `evaluate` reports it), the median
 and p95 of the per-image means, and how many images average above 5. The test items are the ones `evaluate`
@@ -20,6 +20,12 @@ scores (same seed, so the same degradation per image).
   Two more rows fit the map to the still's colour times a per-pixel shading: the true one (target luminance /
   still luminance, an oracle) and one read off the degraded photo (its luminance / the still's, scaled so its
   median is the true one's: the shape from the photo, the level from the oracle).
+* correspondence-quality rows: the same shaded fit with the pairs pooled to 1/8-resolution cells (what an in-graph
+  solve on the network's feature grid would see) and a level that needs no oracle (the brightest 5% of the garment
+  taken as unshaded), for several sources of pairs: the exact warp, the same off by 2, 4 and 8 pixels (how precise
+  the pairs must be), cells matched by their place inside each garment (position relative to each mask's centroid
+  and spread, a Gaussian kernel), and with --gmm the try-on GMM warping the still onto the photo (what a served
+  recolor could compute).
 * with --checkpoint: the model, and the model after the oracle quadratic fit on *its output*: what remains once
   every global colour error is removed, i.e. its local (per-pixel) error.
 
@@ -40,6 +46,7 @@ from drape_train.color import delta_e_2000, rgb_to_lab
 from drape_train.datasets import NetworkDataset, warp_with_flow
 from drape_train.evaluate import evaluate_network, load_objective, reinhard
 from drape_train.models.recolor import moment_match
+from drape_train.models.representation import labels_to_logits, mask_to_logits
 
 
 def _terms(x: np.ndarray, degree: int) -> np.ndarray:
@@ -88,13 +95,47 @@ def _de(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return delta_e_2000(ta, tb).numpy()
 
 
-def probe(data: str, split: str, checkpoint: Path | None = None, stride: int = 1) -> dict[str, dict]:
+LUM = np.array([0.2126, 0.7152, 0.0722])
+
+
+def _cells(img: np.ndarray, w: np.ndarray, f: int = 8):
+    """Mask-weighted mean colour [N,3], weight [N] and centre (y, x) [N,2] of f x f cells."""
+    h, wd = (s // f * f for s in w.shape)
+    img, w = img[:h, :wd] * w[:h, :wd, None], w[:h, :wd].reshape(h // f, f, wd // f, f).mean((1, 3))
+    c = img.reshape(h // f, f, wd // f, f, 3).mean((1, 3)) / (w[..., None] + 1e-4)
+    yy, xx = np.meshgrid(np.arange(h // f) + 0.5, np.arange(wd // f) + 0.5, indexing="ij")
+    return c.reshape(-1, 3), w.reshape(-1), np.stack([yy.ravel(), xx.ravel()], 1)
+
+
+def shaded_cell_fit(x_px: np.ndarray, x_cells: np.ndarray, matched: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """The affine map from the photo's cells to the matched still colour times the photo's shading, fitted with
+    the cells' mask shares as weights and applied to the photo's pixels. The shading is the cell's luminance over
+    the matched still colour's, its level set so that the brightest 5% of the garment are unshaded (no oracle)."""
+    shade = (x_cells @ LUM) / np.maximum(matched @ LUM, 0.02)
+    keep = w > 0.2 if (w > 0.2).sum() > 3 else w > 0
+    shade = np.clip(shade / max(np.percentile(shade[keep], 95), 1e-3), 0.0, 1.5)
+    t = _terms(x_cells, 1) * w[:, None]
+    a = t.T @ _terms(x_cells, 1) + 1e-3 * np.eye(4)
+    b = t.T @ (matched * shade[:, None]) + 1e-3 * np.vstack([np.zeros(3), np.eye(3)])   # ridge towards identity
+    return np.clip(_terms(x_px, 1) @ np.linalg.solve(a, b), 0.0, 1.0)
+
+
+def _normalised_places(centres: np.ndarray, w: np.ndarray) -> np.ndarray:
+    mu = (centres * w[:, None]).sum(0) / w.sum()
+    sd = np.sqrt((((centres - mu) ** 2) * w[:, None]).sum(0) / w.sum())
+    return (centres - mu) / np.maximum(sd, 1e-6)
+
+
+def probe(data: str, split: str, checkpoint: Path | None = None, stride: int = 1,
+          gmm: Path | None = None) -> dict[str, dict]:
     """Row name -> {mean, median_image, p95_image, over5, n} over the split (every `stride`-th image)."""
     ds = NetworkDataset(data, split, "recolor", seed=12345)     # the items `evaluate` scores
-    obj = None
+    obj = gmm_net = None
     if checkpoint is not None:
         obj = load_objective(Path(checkpoint))
         obj.net.eval()
+    if gmm is not None:
+        gmm_net = load_objective(Path(gmm)).net.eval()
     per_px: dict[str, list[np.ndarray]] = {}
     for i in range(0, len(ds), stride):
         item = ds[i]
@@ -124,6 +165,29 @@ def probe(data: str, split: str, checkpoint: Path | None = None, stride: int = 1
             shade_photo *= np.median(shade_true) / max(np.median(shade_photo), 1e-6)
             rows["same, to still x true shading (oracle)"] = oracle_fit(x, seen * shade_true[:, None], 1)
             rows["same, to still x shading from the photo"] = oracle_fit(x, seen * shade_photo[:, None], 1)
+            gm = item["garment_mask"][0].numpy()
+            xc, wc, centres = _cells(on_model, gm)
+            seen_img = warp_with_flow(sample["cloth"], sample["flow"]).astype(np.float64) / 255.0
+            rows["cells 1/8, exact correspondences, shading from the photo"] = \
+                shaded_cell_fit(x, xc, _cells(seen_img, gm)[0], wc)
+            for px in (2, 4, 8):   # how precise must the pairs be? the same, every pair off by px pixels
+                both = gm * np.roll(gm, (px, px), (0, 1))                 # inside both garments, as the GMM row
+                xs, wsh, _ = _cells(on_model, both)
+                rows[f"cells 1/8, exact correspondences off by {px} px"] = \
+                    shaded_cell_fit(x, xs, _cells(np.roll(seen_img, (px, px), (0, 1)), both)[0], wsh)
+            sc, ws, still_centres = _cells(still, item["still_mask"][0].numpy())
+            d2 = ((_normalised_places(centres, wc)[:, None] - _normalised_places(still_centres, ws)[None]) ** 2).sum(-1)
+            kernel = np.exp(-d2 / (2 * 0.3 ** 2)) * ws[None]
+            rows["cells 1/8, matched by place in the garment"] = \
+                shaded_cell_fit(x, xc, kernel @ sc / (kernel.sum(1, keepdims=True) + 1e-9), wc)
+            if gmm_net is not None:
+                with torch.no_grad():
+                    warped, wmask = gmm_net(labels_to_logits(item["parse"][None]), item["still"][None],
+                                            mask_to_logits(item["still_mask"][None]))
+                both = gm * wmask[0, 0].numpy()
+                xg, wg, _ = _cells(on_model, both)
+                rows["cells 1/8, correspondences from the GMM warp"] = \
+                    shaded_cell_fit(x, xg, _cells(warped[0].permute(1, 2, 0).numpy().astype(np.float64), both)[0], wg)
         if obj is not None:
             with torch.no_grad():
                 out, _ = obj.net(*obj.inputs({k: v[None] for k, v in item.items()}))
@@ -166,6 +230,7 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default="data/synth", help="dataset root (default: %(default)s)")
     ap.add_argument("--split", default="test")
     ap.add_argument("--checkpoint", type=Path, help="a trained recolor checkpoint folder (adds the model rows)")
+    ap.add_argument("--gmm", type=Path, help="a trained GMM checkpoint folder (adds the GMM-warp correspondence row)")
     ap.add_argument("--stride", type=int, default=1, help="every n-th image (default: %(default)s)")
     ap.add_argument("--sweep", nargs="+", type=float, metavar="M",
                     help="instead of the probes: input / Reinhard / model error with every item degraded at each "
@@ -186,7 +251,7 @@ def main(argv=None) -> int:
                           f"{r['ratio']:.2f}", "yes" if r["bars"] else "no", f"{r['served']:.2f}")
         Console(width=120).print(table)
         return 0
-    rows = probe(args.data, args.split, args.checkpoint, args.stride)
+    rows = probe(args.data, args.split, args.checkpoint, args.stride, args.gmm)
     n = next(iter(rows.values()))["n"]
     table = Table(title=f"recolor: mean CIEDE2000 inside the garment, {args.split} split, {n} images")
     for col in ("estimate", "mean (pixels)", "median image", "p95 image", "images > 5"):
