@@ -67,10 +67,16 @@ build/model_repository/cpu/tryon/config.pbtxt: | $(STAMP)
 	$(PY) -m drape_export onnx --checkpoints $(CKPT) --out $(ONNX)
 	$(PY) -m drape_export repo --target cpu --onnx-dir $(ONNX) --out build/model_repository/cpu
 
+# Re-assemble (no retraining) when the config templates or python models changed since: a stale repository
+# fails to load with a new serving layout. The stamp sits inside the repository, so a full assembly removes it.
+build/model_repository/cpu/.templates: model_repository/configs/*.pbtxt model_repository/python_models/*.py | build/model_repository/cpu/tryon/config.pbtxt
+	$(PY) -m drape_export repo --target cpu --onnx-dir $(ONNX) --out build/model_repository/cpu
+	touch $@
+
 build/samples/person.jpg: | $(STAMP)
 	$(PY) -m drape_train.data samples --out build/samples
 
-quick: build/model_repository/cpu/tryon/config.pbtxt build/samples/person.jpg ## run the quick pipeline if no CPU repository exists yet
+quick: build/model_repository/cpu/tryon/config.pbtxt build/model_repository/cpu/.templates build/samples/person.jpg ## run the quick pipeline if no CPU repository exists yet
 
 serve: quick ## start Triton on the CPU repository (HTTP 8000, gRPC 8001, metrics 8002); Ctrl-C stops
 	$(PY) -m drape_serving.server --model-repository build/model_repository/cpu
