@@ -39,6 +39,10 @@ def _add_settings_arguments(parser: argparse.ArgumentParser) -> None:
                         help="recolor returns the photo unchanged where the network would change the garment by less "
                              "than this mean CIE76 (its colour is taken to be right already); 0 = always apply "
                              "(default: %(default)s)")
+    parser.add_argument("--recolor-fallback-margin", type=float, default=d.recolor_fallback_margin,
+                        help="recolor serves the classical Gaussian colour transfer instead of the network's output "
+                             "where that is closer to the still's shading-free colours (sliced Wasserstein distance) "
+                             "by more than this; inf = never (default: %(default)s)")
 
 
 def settings_from_args(args: argparse.Namespace) -> ServingSettings:
@@ -52,6 +56,7 @@ def settings_from_args(args: argparse.Namespace) -> ServingSettings:
         prepost_instances=args.prepost_instances,
         warmup_batch=args.warmup_batch,
         recolor_keep_below=args.recolor_keep_below,
+        recolor_fallback_margin=args.recolor_fallback_margin,
     )
 
 

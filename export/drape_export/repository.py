@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from drape_serving import contract
-from drape_serving.prepost import RECOLOR_KEEP_BELOW
+from drape_serving.prepost import RECOLOR_FALLBACK_MARGIN, RECOLOR_KEEP_BELOW
 from drape_serving.plan_check import PlanMismatchError, Runtime, check_card, detect_runtime
 
 __all__ = [
@@ -99,6 +99,9 @@ class ServingSettings:
     * ``prepost_instances``: instance count of the python pre/post models.
     * ``recolor_keep_below``: recolor_postprocess returns the photo unchanged where the network would change the
       garment by less than this mean CIE76 (`drape_serving.prepost.RECOLOR_KEEP_BELOW`; 0 = always apply).
+    * ``recolor_fallback_margin``: recolor_postprocess serves the classical Gaussian transfer instead of the network's
+      colour where that is closer to the still's shading-free colours by more than this
+      (`drape_serving.prepost.RECOLOR_FALLBACK_MARGIN`; inf = never).
     * ``warmup_batch``: batch size of the zero warmup request every network instance runs at load (``model_warmup``;
       capped at the network's max_batch_size; 0 = no warmup; None = by target). CPU default: the max batch. ONNX
       Runtime's arena grows with the largest batch an instance has run, so warming at the largest batch puts its
@@ -118,6 +121,7 @@ class ServingSettings:
     prepost_instances: int = 2    # measured: a tie on throughput, lower 1-client p50 and 4-client p95
     warmup_batch: int | None = None   # by target: cpu = max batch (soak RSS growth 7.8% -> 2.3%), gpu = 1
     recolor_keep_below: float = RECOLOR_KEEP_BELOW
+    recolor_fallback_margin: float = RECOLOR_FALLBACK_MARGIN
 
     def __post_init__(self) -> None:
         problems = []
@@ -130,6 +134,8 @@ class ServingSettings:
             problems.append(f"warmup_batch must be >= 0 (0 = no warmup), got {self.warmup_batch}")
         if not self.recolor_keep_below >= 0:
             problems.append(f"recolor_keep_below must be >= 0 (mean CIE76; 0 = off), got {self.recolor_keep_below}")
+        if not self.recolor_fallback_margin >= 0:
+            problems.append(f"recolor_fallback_margin must be >= 0 (inf = never fall back), got {self.recolor_fallback_margin}")
         if self.max_queue_delay_us < 0:
             problems.append(f"max_queue_delay_us must be >= 0, got {self.max_queue_delay_us}")
         if not self.preferred_batch_sizes or any(b < 1 for b in self.preferred_batch_sizes):
@@ -144,6 +150,7 @@ class ServingSettings:
             "entry_queue_size": str(self.entry_queue_size),
             "max_queue_size": str(self.max_queue_size),
             "recolor_keep_below": repr(float(self.recolor_keep_below)),
+            "recolor_fallback_margin": repr(float(self.recolor_fallback_margin)),
         }
 
 

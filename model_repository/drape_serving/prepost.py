@@ -31,6 +31,7 @@ __all__ = [
     "RecolorPostLayout",
     "tryon_composite",
     "recolor_apply",
+    "recolor_fallback",
     "feather_sigma",
 ]
 
@@ -215,9 +216,87 @@ def recolor_change(recolored: np.ndarray, model_input: np.ndarray, garment_mask:
     return float(cv2.mean(np.sqrt(np.einsum("ijk,ijk->ij", d, d)), mask=inside)[0])
 
 
+# The still-consistency fallback. The recolor network has no correspondence between the still and the photo (the
+# garment is warped and shaded on the body), so on some photos its colour misses the still's by far more than a
+# classical transfer does, and no target is needed to see it: compare each result's *shading-free* colours
+# (rgb / (luminance + 0.05), which cancels the photo's shading) with the still's. Where the closed-form transfer
+# below is closer to the still than the network by more than RECOLOR_FALLBACK_MARGIN, it is served instead.
+# The margin was chosen on the validation split (training/README.md, "Still-consistency fallback"); inf turns the
+# fallback off.
+RECOLOR_FALLBACK_MARGIN = 0.03
+_LUMINANCE = np.array([0.2126, 0.7152, 0.0722])
+_SWD_DIRECTIONS = np.random.default_rng(0).normal(size=(64, 3))    # fixed: the distance is part of the contract
+_SWD_DIRECTIONS /= np.linalg.norm(_SWD_DIRECTIONS, axis=1, keepdims=True)
+_SWD_QUANTILES = np.linspace(0.02, 0.98, 49)
+_MIN_PIXELS = 16
+
+
+def shading_free(colours: np.ndarray) -> np.ndarray:
+    """``[N,3]`` sRGB in [0,1] divided by its luminance (+0.05): what stays of a colour when it is lit differently."""
+    c = np.asarray(colours, np.float64)
+    return c / (c @ _LUMINANCE + 0.05)[:, None]
+
+
+def still_distance(colours: np.ndarray, still_colours: np.ndarray) -> float:
+    """Sliced Wasserstein-1 distance (64 fixed directions, 49 quantiles) between the shading-free colour
+    distributions of ``colours`` (``[N,3]``, a garment as recoloured) and ``still_colours`` (``[M,3]``)."""
+    a, b = shading_free(colours) @ _SWD_DIRECTIONS.T, shading_free(still_colours) @ _SWD_DIRECTIONS.T
+    return float(np.abs(np.quantile(a, _SWD_QUANTILES, axis=0) - np.quantile(b, _SWD_QUANTILES, axis=0)).mean())
+
+
+def _sqrtm_psd(a: np.ndarray) -> np.ndarray:
+    w, v = np.linalg.eigh((a + a.T) / 2)
+    return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+
+
+def _lab(rgb: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(np.clip(rgb, 0.0, 1.0).astype(np.float32).reshape(-1, 1, 3), cv2.COLOR_RGB2Lab).reshape(-1, 3)
+
+
+def gaussian_transfer(image: np.ndarray, inside: np.ndarray, still: np.ndarray, still_inside: np.ndarray) -> np.ndarray:
+    """Colour transfer by the optimal-transport map between Gaussians in Lab (Pitie & Kokaram 2007): the linear
+    map that takes the garment's Lab mean/covariance (``image`` ``HxWx3`` where ``inside``) to the still's.
+    Returns the whole image mapped (``HxWx3`` float32 in [0,1]); the caller blends it in with the garment mask."""
+    x, r = _lab(image[inside]).astype(np.float64), _lab(still[still_inside]).astype(np.float64)
+    sx, sr = np.cov(x.T) + 1e-3 * np.eye(3), np.cov(r.T) + 1e-3 * np.eye(3)
+    half = _sqrtm_psd(sx)
+    inv = np.linalg.inv(half)
+    t = inv @ _sqrtm_psd(half @ sr @ half) @ inv
+    lab = (_lab(image).astype(np.float64) - x.mean(0)) @ t.T + r.mean(0)
+    rgb = cv2.cvtColor(lab.astype(np.float32).reshape(image.shape), cv2.COLOR_Lab2RGB)
+    return np.clip(rgb, 0.0, 1.0)
+
+
+def recolor_fallback(
+    recolored: np.ndarray, model_input: np.ndarray, garment_mask: np.ndarray, still: np.ndarray,
+    still_mask_logits: np.ndarray, margin: float = RECOLOR_FALLBACK_MARGIN,
+) -> tuple[np.ndarray, bool]:
+    """The network's ``recolored`` ``[3,H,W]``, or the Gaussian transfer of ``model_input`` to ``still`` (blended
+    in with ``garment_mask``, as the network composites) where that is closer to the still's shading-free colours
+    (``still_distance``) by more than ``margin``. Returns ``(recolored, fell_back)``; garments or stills of fewer
+    than 16 pixels (mask > 0.5, still-mask logit > 0) keep the network's output."""
+    hw = tuple(recolored.shape[1:])
+    _check_model_tensor(still, 3, hw, "still")
+    _check_model_tensor(still_mask_logits, 1, hw, "still_mask_logits")
+    if not margin < np.inf:
+        return recolored, False
+    m = _mask_hw(garment_mask)
+    inside, still_inside = m > 0.5, np.nan_to_num(np.asarray(still_mask_logits[0], np.float32), nan=-1.0) > 0
+    if inside.sum() < _MIN_PIXELS or still_inside.sum() < _MIN_PIXELS:
+        return recolored, False
+    net, photo, ref = _chw_to_hwc(recolored), np.clip(_chw_to_hwc(model_input), 0, 1), _chw_to_hwc(still)
+    ref_colours = np.clip(ref[still_inside], 0.0, 1.0)
+    mapped = gaussian_transfer(photo, inside, ref, still_inside)
+    if still_distance(mapped[inside], ref_colours) + margin >= still_distance(np.clip(net[inside], 0, 1), ref_colours):
+        return recolored, False
+    out = photo + m[..., None] * (mapped - photo)
+    return np.ascontiguousarray(out.transpose(2, 0, 1), dtype=np.float32), True
+
+
 def recolor_apply(
     recolored: np.ndarray, model_input: np.ndarray, garment_mask: np.ndarray, orig: np.ndarray,
-    keep_below: float = RECOLOR_KEEP_BELOW,
+    keep_below: float = RECOLOR_KEEP_BELOW, still: np.ndarray | None = None, still_mask_logits: np.ndarray | None = None,
+    fallback_margin: float = RECOLOR_FALLBACK_MARGIN,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Apply the model's colour change to the full-resolution on-model image.
 
@@ -228,16 +307,24 @@ def recolor_apply(
     an upsampled delta keeps the original's full-resolution texture. Where the
     change is smaller than ``keep_below`` (``recolor_change``, mean CIE76) the
     photo's colour is taken to be right already and ``orig`` comes back as is.
+    Given the model-resolution ``still`` and ``still_mask_logits``, the change
+    applied may be the classical one instead (``recolor_fallback``).
     """
-    image, mask, _ = recolor_decide(recolored, model_input, garment_mask, orig, keep_below)
+    image, mask, _ = recolor_decide(recolored, model_input, garment_mask, orig, keep_below, still, still_mask_logits,
+                                    fallback_margin)
     return image, mask
+
+
+RECOLOR_DECISIONS = ("applied", "kept", "fallback")
 
 
 def recolor_decide(
     recolored: np.ndarray, model_input: np.ndarray, garment_mask: np.ndarray, orig: np.ndarray,
-    keep_below: float = RECOLOR_KEEP_BELOW,
-) -> tuple[np.ndarray, np.ndarray, bool]:
-    """``recolor_apply`` plus whether the photo was kept as it is (the gate's decision, for the metrics)."""
+    keep_below: float = RECOLOR_KEEP_BELOW, still: np.ndarray | None = None, still_mask_logits: np.ndarray | None = None,
+    fallback_margin: float = RECOLOR_FALLBACK_MARGIN,
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """``recolor_apply`` plus what was done, one of ``RECOLOR_DECISIONS`` (for the metrics): the network's change
+    ``applied``, the photo ``kept`` as it is, or the classical transfer served as the ``fallback``."""
     _check_orig(orig)
     hw = tuple(recolored.shape[1:])
     _check_model_tensor(recolored, 3, hw, "recolored")
@@ -248,7 +335,12 @@ def recolor_decide(
     mask_up = np.clip(unletterbox(_mask_hw(garment_mask), params), 0.0, 1.0)
     mask_u8 = np.where(mask_up > 0.5, np.uint8(255), np.uint8(0))
     if keep_below > 0 and recolor_change(recolored, model_input, garment_mask) < keep_below:
-        return orig.copy(), mask_u8, True
+        return orig.copy(), mask_u8, "kept"
+    decision = "applied"
+    if still is not None and still_mask_logits is not None:
+        recolored, fell_back = recolor_fallback(recolored, model_input, garment_mask, still, still_mask_logits,
+                                                fallback_margin)
+        decision = "fallback" if fell_back else decision
     delta = _chw_to_hwc(np.asarray(recolored, np.float32) - np.asarray(model_input, np.float32))
     delta_up = unletterbox(delta, params)
 
@@ -256,7 +348,7 @@ def recolor_decide(
     # at 4096 px); cv2.add into CV_8U rounds and saturates, i.e. clip(rint(orig + change)).
     change = cv2.multiply(delta_up, cv2.merge([mask_up, mask_up, mask_up]), scale=255.0)
     image = cv2.add(orig, change, dtype=cv2.CV_8U)
-    return image, mask_u8, False
+    return image, mask_u8, decision
 
 
 @dataclass(frozen=True)
@@ -291,42 +383,57 @@ class RecolorPostLayout:
     model_input: str = "model_input"
     garment_mask: str = "garment_mask"
     orig: str = "orig"
+    still: str = "still"
+    still_mask_logits: str = "still_mask_logits"
     output_image: str = contract.RECOLOR.outputs[0].name
     output_mask: str = contract.RECOLOR.outputs[1].name
     keep_below: float = RECOLOR_KEEP_BELOW
+    fallback_margin: float = RECOLOR_FALLBACK_MARGIN
     KEEP_BELOW_PARAMETER = "keep_below_delta_e76"
+    FALLBACK_PARAMETER = "still_fallback_margin"
 
     @classmethod
     def from_config(cls, config: ModelConfig) -> "RecolorPostLayout":
-        raw = config.parameter(cls.KEEP_BELOW_PARAMETER, str(RECOLOR_KEEP_BELOW))
-        try:
-            keep_below = float(raw)
-        except ValueError:
-            keep_below = float("nan")
-        if not np.isfinite(keep_below) or keep_below < 0:
-            raise ValueError(f"{config.name}: parameter {cls.KEEP_BELOW_PARAMETER} must be a number >= 0 "
-                             f"(mean CIE76; 0 = always apply the change), got {raw!r}")
-        layout = cls(keep_below=keep_below)
+        keep_below = _number_parameter(config, cls.KEEP_BELOW_PARAMETER, RECOLOR_KEEP_BELOW,
+                                       "mean CIE76; 0 = always apply the change", allow_inf=False)
+        margin = _number_parameter(config, cls.FALLBACK_PARAMETER, RECOLOR_FALLBACK_MARGIN,
+                                   "sliced Wasserstein distance to the still; inf = never fall back", allow_inf=True)
+        layout = cls(keep_below=keep_below, fallback_margin=margin)
         _require_names(
             config,
-            (layout.recolored, layout.model_input, layout.garment_mask, layout.orig),
+            (layout.recolored, layout.model_input, layout.garment_mask, layout.orig, layout.still,
+             layout.still_mask_logits),
             (layout.output_image, layout.output_mask),
         )
         return layout
 
-    def run(self, inputs: dict[str, np.ndarray], kept: list[bool] | None = None) -> dict[str, np.ndarray]:
-        """Batched (leading axis) inputs to batched outputs; ``kept`` (if given) gets the gate's decision per item."""
+    def run(self, inputs: dict[str, np.ndarray], decisions: list[str] | None = None) -> dict[str, np.ndarray]:
+        """Batched (leading axis) inputs to batched outputs; ``decisions`` (if given) gets what was done per item
+        (one of ``RECOLOR_DECISIONS``). Without ``still`` / ``still_mask_logits`` inputs there is no fallback."""
         images, masks = [], []
         for i in range(_batch_size(inputs)):
-            image, mask, keep = recolor_decide(
+            still = inputs[self.still][i] if self.still in inputs else None
+            logits = inputs[self.still_mask_logits][i] if self.still_mask_logits in inputs else None
+            image, mask, decision = recolor_decide(
                 inputs[self.recolored][i], inputs[self.model_input][i], inputs[self.garment_mask][i], inputs[self.orig][i],
-                self.keep_below,
+                self.keep_below, still, logits, self.fallback_margin,
             )
-            if kept is not None:
-                kept.append(keep)
+            if decisions is not None:
+                decisions.append(decision)
             images.append(image)
             masks.append(mask)
         return {self.output_image: np.stack(images), self.output_mask: np.stack(masks)}
+
+
+def _number_parameter(config: ModelConfig, key: str, default: float, meaning: str, allow_inf: bool) -> float:
+    raw = config.parameter(key, str(default))
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if np.isnan(value) or value < 0 or (value == np.inf and not allow_inf):
+        raise ValueError(f"{config.name}: parameter {key} must be a number >= 0 ({meaning}), got {raw!r}")
+    return value
 
 
 def _require_names(config: ModelConfig, inputs: tuple[str, ...], outputs: tuple[str, ...]) -> None:

@@ -93,5 +93,6 @@ class ReferencePipeline:
                         still_mask_logits=mask)
         layout = RecolorPostLayout()
         out = layout.run({"recolored": net["recolored"], "model_input": pre["image_a"],
-                          "garment_mask": net["garment_mask"], "orig": pre["orig_a"]})
+                          "garment_mask": net["garment_mask"], "orig": pre["orig_a"], "still": pre["image_b"],
+                          "still_mask_logits": mask})
         return out[layout.output_image][0], out[layout.output_mask][0]

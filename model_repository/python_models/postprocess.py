@@ -8,7 +8,7 @@ chosen by the model's name. The logic lives in ``drape_serving.prepost``; this f
 import triton_python_backend_utils as pb_utils
 
 from drape_serving.model_config import ModelConfig
-from drape_serving.prepost import RecolorPostLayout, TryonPostLayout
+from drape_serving.prepost import RECOLOR_DECISIONS, RecolorPostLayout, TryonPostLayout
 
 LAYOUTS = {"tryon_postprocess": TryonPostLayout, "recolor_postprocess": RecolorPostLayout}
 
@@ -25,21 +25,22 @@ class TritonPythonModel:
             self.gate_family = pb_utils.MetricFamily(   # kept alive: its Metrics die with it
                 name="drape_recolor_gate_total",
                 description="recolor requests by what recolor_postprocess did with the network's change: applied, "
-                "or kept the photo as it is (mean CIE76 change below the keep_below_delta_e76 parameter)",
+                "kept the photo as it is (mean CIE76 change below the keep_below_delta_e76 parameter), or served the "
+                "classical transfer as the fallback (closer to the still by more than still_fallback_margin)",
                 kind=pb_utils.MetricFamily.COUNTER,
             )
-            self.gate = {d: self.gate_family.Metric(labels={"decision": d}) for d in ("applied", "kept")}
+            self.gate = {d: self.gate_family.Metric(labels={"decision": d}) for d in RECOLOR_DECISIONS}
 
     def execute(self, requests):
         responses = []
         for request in requests:
             try:
                 inputs = {n: pb_utils.get_input_tensor_by_name(request, n).as_numpy() for n in self.input_names}
-                kept = [] if self.gate else None
-                outputs = self.layout.run(inputs, kept) if self.gate else self.layout.run(inputs)
-                for keep in kept or ():
+                decisions = [] if self.gate else None
+                outputs = self.layout.run(inputs, decisions) if self.gate else self.layout.run(inputs)
+                for decision in decisions or ():
                     try:   # a metric must never fail the request it counts
-                        self.gate["kept" if keep else "applied"].increment(1)
+                        self.gate[decision].increment(1)
                     except Exception as exc:
                         self.logger.log_error(f"{self.name}: drape_recolor_gate_total not counted: {exc}")
                 tensors = [pb_utils.Tensor(name, array) for name, array in outputs.items()]
