@@ -140,3 +140,27 @@ def test_tryon_sheet_draws_the_served_chain_of_each_checkpoint_folder(tmp_path):
         sheet([tmp_path], str(data), "test", rows=1)
     assert main(["--checkpoints", str(CHECKPOINTS), "--data", str(data), "--rows", "1",
                  "--out", str(tmp_path / "s.jpg")]) == 0 and (tmp_path / "s.jpg").stat().st_size > 1000
+
+
+def test_fallback_margin_tuner_scores_the_served_decision_at_each_margin(tmp_path, capsys):
+    """tune_fallback: one pass gives, per margin, what the postprocess would serve; margin -inf would always take
+    the transfer and +inf never, so those two rows are the transfer's and the gated network's own scores."""
+    from conftest import CHECKPOINTS
+    from drape_train.data.layout import write_dataset
+    from drape_train.tune_fallback import decisions, main, served
+
+    if not (CHECKPOINTS / "recolor" / "weights.pt").is_file():
+        pytest.fail(f"{CHECKPOINTS} has no recolor: run `make quick` (make test does it first)")
+    data = tmp_path / "data"
+    write_dataset(data, {"train": 1, "val": 3, "test": 1}, seed=5, height=256, width=192, workers=1)
+    from drape_train.datasets import NetworkDataset
+
+    rows = decisions(CHECKPOINTS / "recolor", str(data), "val")
+    assert rows.shape == (len(NetworkDataset(str(data), "val", "recolor")), 7) and (rows[:, 6] > 0).all()
+    kept, _, _, e_net, e_tr, e_photo, n = rows.T
+    always = np.where(kept > 0, e_photo, e_tr).sum() / n.sum()
+    never = np.where(kept > 0, e_photo, e_net).sum() / n.sum()
+    assert served(rows, -np.inf) == (pytest.approx(always), int((kept == 0).sum()))
+    assert served(rows, np.inf) == (pytest.approx(never), 0)
+    main(["--checkpoint", str(CHECKPOINTS / "recolor"), "--data", str(data), "--split", "val", "--margins", "0.03"])
+    assert "margin 0.03: served" in capsys.readouterr().out

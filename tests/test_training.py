@@ -547,7 +547,8 @@ def test_recolor_magnitude_sweep_and_evaluate_score_the_same_items_at_a_fixed_ma
 
 def test_recolor_as_served_is_the_photo_where_the_network_barely_changes_it():
     """evaluate's served score applies recolor_postprocess's gate: per image, the network's output, or the photo
-    itself where the network changes the garment (its own mask) by less than RECOLOR_KEEP_BELOW mean CIE76."""
+    itself where the network changes the garment (its own mask) by less than RECOLOR_KEEP_BELOW mean CIE76; then
+    the still-consistency fallback, by the serving code itself."""
     from types import SimpleNamespace
 
     from drape_serving.prepost import RECOLOR_KEEP_BELOW
@@ -562,12 +563,25 @@ def test_recolor_as_served_is_the_photo_where_the_network_barely_changes_it():
     out = photo + change                                        # 0: a small change, 1: a big (wrong) one
     out[2] = target[2]                                          # 2: a perfect correction
     mask = torch.ones(3, 1, 32, 24)
-    net = SimpleNamespace(inputs=lambda b: (b["on_model"],), net=lambda x: (out, mask))
-    got = served_recolor(net, {"on_model": photo, "target": target})
+    still = torch.rand(3, 3, 32, 24)
+    logits = torch.full((3, 1, 32, 24), 8.0)
+    net = SimpleNamespace(inputs=lambda b: (b["on_model"], b["still"], None, logits), net=lambda *x: (out, mask))
+    batch = {"on_model": photo, "target": target, "still": still}
+    got = served_recolor(net, batch, fallback_margin=float("inf"))   # the gate alone
     assert RECOLOR_KEEP_BELOW > 0
     assert got[0].max() < 1e-3                                  # kept: the photo itself, zero error
     assert torch.allclose(got[1], delta_e2000(out, target)[1, 0])   # applied: the network's (wrong) change
     assert got[2].max() < 1e-3                                  # applied: the right correction
+    # with the fallback: per image what drape_serving.prepost.recolor_fallback serves (the same function)
+    from drape_serving.prepost import recolor_fallback
+
+    got = served_recolor(net, batch, fallback_margin=0.0)
+    assert got[0].max() < 1e-3                                  # the gate comes first
+    for k in (1, 2):
+        want, _ = recolor_fallback(out[k].numpy(), photo[k].numpy(), mask[k].numpy(), still[k].numpy(),
+                                   logits[k].numpy(), 0.0)
+        assert torch.allclose(got[k], delta_e2000(torch.from_numpy(want)[None], target[k:k + 1])[0, 0], atol=1e-4)
+    assert not torch.allclose(got[1], delta_e2000(out, target)[1, 0])   # image 1 fell back: noise still, margin 0
 
 
 def test_evaluate_scores_the_gmm_mask_as_served_and_the_tps_mask_paired_and_unpaired(tmp_path):

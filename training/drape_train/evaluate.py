@@ -47,7 +47,7 @@ from skimage.color import lab2rgb, rgb2lab
 from skimage.filters import threshold_otsu
 from torch.utils.data import DataLoader
 
-from drape_serving.prepost import RECOLOR_KEEP_BELOW, recolor_change
+from drape_serving.prepost import RECOLOR_FALLBACK_MARGIN, RECOLOR_KEEP_BELOW, recolor_change, recolor_fallback
 from drape_train.config import TrainConfig
 from drape_train.data.layout import RECOLOR_MAGNITUDE
 from drape_train.datasets import NetworkDataset, _img
@@ -228,7 +228,8 @@ def evaluate_network(name: str, ckpt: Path, data: str, split: str, batch: int = 
             # doing nothing: where the model's error is above this, it makes the photo worse
             de_in = delta_e2000(b["on_model"], b["target"])[:, 0]
             add(model, "delta_e2000_input", de_in[b["garment_mask"][:, 0] > 0.5].numpy())
-            # as served: recolor_postprocess keeps the photo where the network would barely change it
+            # as served: recolor_postprocess keeps the photo where the network would barely change it and
+            # falls back to the classical transfer where that fits the still better
             add(model, "px_delta_e2000_served", served_recolor(obj, b)[b["garment_mask"][:, 0] > 0.5].numpy())
 
     if name == "gmm" and any(p != c for p, c, _ in ds.pairs):
@@ -259,15 +260,21 @@ def evaluate_network(name: str, ckpt: Path, data: str, split: str, batch: int = 
 
 
 @torch.no_grad()
-def served_recolor(obj, b: dict) -> torch.Tensor:
-    """Per-pixel CIEDE2000 [B,H,W] of what the recolor ensemble returns: the network's output, or the photo as it
-    is where the network changes the garment (its own mask) by less than the postprocess threshold
-    (`drape_serving.prepost.recolor_change` < RECOLOR_KEEP_BELOW; same test, same numbers)."""
-    out, m = obj.net(*obj.inputs(b))
-    keep = torch.tensor([recolor_change(o.numpy(), i.numpy(), g.numpy()) < RECOLOR_KEEP_BELOW
-                         for o, i, g in zip(out, b["on_model"], m)])
-    served = torch.where(keep[:, None, None, None], b["on_model"], out)
-    return delta_e2000(served, b["target"])[:, 0]
+def served_recolor(obj, b: dict, fallback_margin: float = RECOLOR_FALLBACK_MARGIN) -> torch.Tensor:
+    """Per-pixel CIEDE2000 [B,H,W] of what the recolor ensemble returns, at model resolution: the photo as it is
+    where the network changes the garment (its own mask) by less than the postprocess threshold
+    (`drape_serving.prepost.recolor_change` < RECOLOR_KEEP_BELOW), else the classical transfer where it fits the
+    still better (`drape_serving.prepost.recolor_fallback`), else the network's output: the same code, the same
+    numbers."""
+    inputs = obj.inputs(b)
+    out, m = obj.net(*inputs)
+    served = []
+    for o, i, g, s, sl in zip(out.numpy(), b["on_model"].numpy(), m.numpy(), b["still"].numpy(), inputs[3].numpy()):
+        if recolor_change(o, i, g) < RECOLOR_KEEP_BELOW:
+            served.append(i)
+        else:
+            served.append(recolor_fallback(o, i, g, s, sl, fallback_margin)[0])
+    return delta_e2000(torch.from_numpy(np.stack(served)), b["target"])[:, 0]
 
 
 def onmodel_variant(card: dict) -> str:
