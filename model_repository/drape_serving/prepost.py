@@ -237,11 +237,22 @@ def shading_free(colours: np.ndarray) -> np.ndarray:
     return c / (c @ _LUMINANCE + 0.05)[:, None]
 
 
-def still_distance(colours: np.ndarray, still_colours: np.ndarray) -> float:
+def _colour_profile(colours: np.ndarray) -> np.ndarray:
+    """``[49,64]``: the quantiles of the shading-free colours projected on the fixed directions."""
+    ranked = np.sort(_SWD_DIRECTIONS @ shading_free(colours).T, axis=1)   # [64,N]; one sort beats 49 partitions
+    pos = _SWD_QUANTILES * (ranked.shape[1] - 1)                            # np.quantile's "linear" method
+    lo = np.floor(pos).astype(int)
+    hi = np.minimum(lo + 1, ranked.shape[1] - 1)
+    return (ranked[:, lo] * (1 - (pos - lo)) + ranked[:, hi] * (pos - lo)).T
+
+
+def still_distance(colours: np.ndarray, still_colours: np.ndarray | None = None, *,
+                   still_profile: np.ndarray | None = None) -> float:
     """Sliced Wasserstein-1 distance (64 fixed directions, 49 quantiles) between the shading-free colour
-    distributions of ``colours`` (``[N,3]``, a garment as recoloured) and ``still_colours`` (``[M,3]``)."""
-    a, b = shading_free(colours) @ _SWD_DIRECTIONS.T, shading_free(still_colours) @ _SWD_DIRECTIONS.T
-    return float(np.abs(np.quantile(a, _SWD_QUANTILES, axis=0) - np.quantile(b, _SWD_QUANTILES, axis=0)).mean())
+    distributions of ``colours`` (``[N,3]``, a garment as recoloured) and ``still_colours`` (``[M,3]``; or its
+    ``_colour_profile``, computed once for several candidates)."""
+    ref = _colour_profile(still_colours) if still_profile is None else still_profile
+    return float(np.abs(_colour_profile(colours) - ref).mean())
 
 
 def _sqrtm_psd(a: np.ndarray) -> np.ndarray:
@@ -285,9 +296,10 @@ def recolor_fallback(
     if inside.sum() < _MIN_PIXELS or still_inside.sum() < _MIN_PIXELS:
         return recolored, False
     net, photo, ref = _chw_to_hwc(recolored), np.clip(_chw_to_hwc(model_input), 0, 1), _chw_to_hwc(still)
-    ref_colours = np.clip(ref[still_inside], 0.0, 1.0)
+    profile = _colour_profile(np.clip(ref[still_inside], 0.0, 1.0))
     mapped = gaussian_transfer(photo, inside, ref, still_inside)
-    if still_distance(mapped[inside], ref_colours) + margin >= still_distance(np.clip(net[inside], 0, 1), ref_colours):
+    if (still_distance(mapped[inside], still_profile=profile) + margin
+            >= still_distance(np.clip(net[inside], 0, 1), still_profile=profile)):
         return recolored, False
     out = photo + m[..., None] * (mapped - photo)
     return np.ascontiguousarray(out.transpose(2, 0, 1), dtype=np.float32), True
