@@ -32,6 +32,7 @@ __all__ = [
     "tryon_composite",
     "recolor_apply",
     "recolor_fallback",
+    "recolor_choose",
     "feather_sigma",
 ]
 
@@ -278,31 +279,76 @@ def gaussian_transfer(image: np.ndarray, inside: np.ndarray, still: np.ndarray, 
     return np.clip(rgb, 0.0, 1.0)
 
 
+@dataclass(frozen=True)
+class FallbackCandidate:
+    """The classical transfer beside the network's output, each scored by ``still_distance``."""
+
+    image: np.ndarray              # [3,H,W]: model_input with the Gaussian transfer blended in by the garment mask
+    distance: float                # the transfer's distance to the still (garment pixels, mask > 0.5)
+    network_distance: float        # the network output's distance to the still (the same pixels)
+
+
+def _check_still(still: np.ndarray, still_mask_logits: np.ndarray, hw: tuple[int, ...]) -> None:
+    _check_model_tensor(still, 3, hw, "still")
+    _check_model_tensor(still_mask_logits, 1, hw, "still_mask_logits")
+
+
+def fallback_candidate(
+    recolored: np.ndarray, model_input: np.ndarray, garment_mask: np.ndarray, still: np.ndarray,
+    still_mask_logits: np.ndarray,
+) -> FallbackCandidate | None:
+    """The Gaussian transfer of ``model_input`` to ``still`` (blended in with ``garment_mask``, as the network
+    composites) and both still distances; None where the garment or the still has fewer than 16 pixels
+    (mask > 0.5, still-mask logit > 0)."""
+    _check_still(still, still_mask_logits, tuple(recolored.shape[1:]))
+    m = _mask_hw(garment_mask)
+    inside, still_inside = m > 0.5, np.nan_to_num(np.asarray(still_mask_logits[0], np.float32), nan=-1.0) > 0
+    if inside.sum() < _MIN_PIXELS or still_inside.sum() < _MIN_PIXELS:
+        return None
+    net, photo, ref = _chw_to_hwc(recolored), np.clip(_chw_to_hwc(model_input), 0, 1), _chw_to_hwc(still)
+    profile = _colour_profile(np.clip(ref[still_inside], 0.0, 1.0))
+    mapped = gaussian_transfer(photo, inside, ref, still_inside)
+    image = np.ascontiguousarray((photo + m[..., None] * (mapped - photo)).transpose(2, 0, 1), dtype=np.float32)
+    return FallbackCandidate(image, still_distance(mapped[inside], still_profile=profile),
+                             still_distance(np.clip(net[inside], 0, 1), still_profile=profile))
+
+
 def recolor_fallback(
     recolored: np.ndarray, model_input: np.ndarray, garment_mask: np.ndarray, still: np.ndarray,
     still_mask_logits: np.ndarray, margin: float = RECOLOR_FALLBACK_MARGIN,
 ) -> tuple[np.ndarray, bool]:
-    """The network's ``recolored`` ``[3,H,W]``, or the Gaussian transfer of ``model_input`` to ``still`` (blended
-    in with ``garment_mask``, as the network composites) where that is closer to the still's shading-free colours
-    (``still_distance``) by more than ``margin``. Returns ``(recolored, fell_back)``; garments or stills of fewer
-    than 16 pixels (mask > 0.5, still-mask logit > 0) keep the network's output."""
-    hw = tuple(recolored.shape[1:])
-    _check_model_tensor(still, 3, hw, "still")
-    _check_model_tensor(still_mask_logits, 1, hw, "still_mask_logits")
+    """The network's ``recolored`` ``[3,H,W]``, or the ``fallback_candidate``'s image where that is closer to the
+    still's shading-free colours (``still_distance``) by more than ``margin``. Returns ``(recolored, fell_back)``;
+    garments or stills of fewer than 16 pixels keep the network's output, and so does every item at ``inf``."""
     if not margin < np.inf:
+        _check_still(still, still_mask_logits, tuple(recolored.shape[1:]))
         return recolored, False
-    m = _mask_hw(garment_mask)
-    inside, still_inside = m > 0.5, np.nan_to_num(np.asarray(still_mask_logits[0], np.float32), nan=-1.0) > 0
-    if inside.sum() < _MIN_PIXELS or still_inside.sum() < _MIN_PIXELS:
+    candidate = fallback_candidate(recolored, model_input, garment_mask, still, still_mask_logits)
+    if candidate is None or candidate.distance + margin >= candidate.network_distance:
         return recolored, False
-    net, photo, ref = _chw_to_hwc(recolored), np.clip(_chw_to_hwc(model_input), 0, 1), _chw_to_hwc(still)
-    profile = _colour_profile(np.clip(ref[still_inside], 0.0, 1.0))
-    mapped = gaussian_transfer(photo, inside, ref, still_inside)
-    if (still_distance(mapped[inside], still_profile=profile) + margin
-            >= still_distance(np.clip(net[inside], 0, 1), still_profile=profile)):
-        return recolored, False
-    out = photo + m[..., None] * (mapped - photo)
-    return np.ascontiguousarray(out.transpose(2, 0, 1), dtype=np.float32), True
+    return candidate.image, True
+
+
+RECOLOR_DECISIONS = ("applied", "kept", "fallback")
+
+
+def recolor_choose(
+    recolored: np.ndarray, model_input: np.ndarray, garment_mask: np.ndarray, keep_below: float = RECOLOR_KEEP_BELOW,
+    still: np.ndarray | None = None, still_mask_logits: np.ndarray | None = None,
+    fallback_margin: float = RECOLOR_FALLBACK_MARGIN,
+) -> tuple[np.ndarray, str]:
+    """What recolor serves, at model resolution ``[3,H,W]``, and which of ``RECOLOR_DECISIONS`` it is: the photo
+    ``kept`` where the network changes it by less than ``keep_below`` (``recolor_change``, mean CIE76), else the
+    classical transfer as the ``fallback`` (given the still: ``recolor_fallback``), else the network's change
+    ``applied``."""
+    if keep_below > 0 and recolor_change(recolored, model_input, garment_mask) < keep_below:
+        return model_input, "kept"
+    if still is not None and still_mask_logits is not None:
+        chosen, fell_back = recolor_fallback(recolored, model_input, garment_mask, still, still_mask_logits,
+                                             fallback_margin)
+        if fell_back:
+            return chosen, "fallback"
+    return recolored, "applied"
 
 
 def recolor_apply(
@@ -327,9 +373,6 @@ def recolor_apply(
     return image, mask
 
 
-RECOLOR_DECISIONS = ("applied", "kept", "fallback")
-
-
 def recolor_decide(
     recolored: np.ndarray, model_input: np.ndarray, garment_mask: np.ndarray, orig: np.ndarray,
     keep_below: float = RECOLOR_KEEP_BELOW, still: np.ndarray | None = None, still_mask_logits: np.ndarray | None = None,
@@ -346,13 +389,10 @@ def recolor_decide(
 
     mask_up = np.clip(unletterbox(_mask_hw(garment_mask), params), 0.0, 1.0)
     mask_u8 = np.where(mask_up > 0.5, np.uint8(255), np.uint8(0))
-    if keep_below > 0 and recolor_change(recolored, model_input, garment_mask) < keep_below:
-        return orig.copy(), mask_u8, "kept"
-    decision = "applied"
-    if still is not None and still_mask_logits is not None:
-        recolored, fell_back = recolor_fallback(recolored, model_input, garment_mask, still, still_mask_logits,
-                                                fallback_margin)
-        decision = "fallback" if fell_back else decision
+    recolored, decision = recolor_choose(recolored, model_input, garment_mask, keep_below, still, still_mask_logits,
+                                         fallback_margin)
+    if decision == "kept":
+        return orig.copy(), mask_u8, decision
     delta = _chw_to_hwc(np.asarray(recolored, np.float32) - np.asarray(model_input, np.float32))
     delta_up = unletterbox(delta, params)
 

@@ -47,7 +47,7 @@ from skimage.color import lab2rgb, rgb2lab
 from skimage.filters import threshold_otsu
 from torch.utils.data import DataLoader
 
-from drape_serving.prepost import RECOLOR_FALLBACK_MARGIN, RECOLOR_KEEP_BELOW, recolor_change, recolor_fallback
+from drape_serving.prepost import RECOLOR_FALLBACK_MARGIN, RECOLOR_KEEP_BELOW, recolor_choose
 from drape_train.config import TrainConfig
 from drape_train.data.layout import RECOLOR_MAGNITUDE
 from drape_train.datasets import NetworkDataset, _img
@@ -264,16 +264,13 @@ def served_recolor(obj, b: dict, fallback_margin: float = RECOLOR_FALLBACK_MARGI
     """Per-pixel CIEDE2000 [B,H,W] of what the recolor ensemble returns, at model resolution: the photo as it is
     where the network changes the garment (its own mask) by less than the postprocess threshold
     (`drape_serving.prepost.recolor_change` < RECOLOR_KEEP_BELOW), else the classical transfer where it fits the
-    still better (`drape_serving.prepost.recolor_fallback`), else the network's output: the same code, the same
-    numbers."""
+    still better (`drape_serving.prepost.recolor_fallback`), else the network's output: `recolor_choose`, the code
+    the postprocess runs."""
     inputs = obj.inputs(b)
     out, m = obj.net(*inputs)
-    served = []
-    for o, i, g, s, sl in zip(out.numpy(), b["on_model"].numpy(), m.numpy(), b["still"].numpy(), inputs[3].numpy()):
-        if recolor_change(o, i, g) < RECOLOR_KEEP_BELOW:
-            served.append(i)
-        else:
-            served.append(recolor_fallback(o, i, g, s, sl, fallback_margin)[0])
+    served = [recolor_choose(o, i, g, RECOLOR_KEEP_BELOW, s, sl, fallback_margin)[0]
+              for o, i, g, s, sl in zip(out.numpy(), b["on_model"].numpy(), m.numpy(), b["still"].numpy(),
+                                        inputs[3].numpy())]
     return delta_e2000(torch.from_numpy(np.stack(served)), b["target"])[:, 0]
 
 

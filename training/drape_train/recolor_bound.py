@@ -158,10 +158,9 @@ def probe(data: str, split: str, checkpoint: Path | None = None, stride: int = 1
             seen = warp_with_flow(sample["cloth"], sample["flow"])[m].astype(np.float64) / 255.0
             rows["still colour at the exact correspondence"] = seen
             rows["affine fit to the still at exact correspondences"] = oracle_fit(x, seen, 1)
-            lum = np.array([0.2126, 0.7152, 0.0722])
-            seen_lum = np.maximum(seen @ lum, 0.02)
-            shade_true = (y @ lum) / seen_lum
-            shade_photo = (x @ lum) / seen_lum
+            seen_lum = np.maximum(seen @ LUM, 0.02)
+            shade_true = (y @ LUM) / seen_lum
+            shade_photo = (x @ LUM) / seen_lum
             shade_photo *= np.median(shade_true) / max(np.median(shade_photo), 1e-6)
             rows["same, to still x true shading (oracle)"] = oracle_fit(x, seen * shade_true[:, None], 1)
             rows["same, to still x shading from the photo"] = oracle_fit(x, seen * shade_photo[:, None], 1)

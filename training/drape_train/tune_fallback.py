@@ -16,8 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from drape_serving.prepost import (RECOLOR_FALLBACK_MARGIN, RECOLOR_KEEP_BELOW, _chw_to_hwc, recolor_change,
-                                   recolor_fallback, still_distance)
+from drape_serving.prepost import RECOLOR_FALLBACK_MARGIN, RECOLOR_KEEP_BELOW, fallback_candidate, recolor_change
 from drape_train.datasets import NetworkDataset
 from drape_train.evaluate import load_objective
 from drape_train.objectives import delta_e2000
@@ -37,16 +36,18 @@ def decisions(checkpoint: Path, data: str, split: str, batch: int = 8) -> np.nda
         out, m = obj.net(*inputs)
         for o, i, g, s, sl, t, gm in zip(out.numpy(), b["on_model"].numpy(), m.numpy(), b["still"].numpy(),
                                          inputs[3].numpy(), b["target"], b["garment_mask"]):
-            transfer, made = recolor_fallback(o, i, g, s, sl, margin=-np.inf)   # -inf: always the transfer
-            inside, own, still_in = gm[0] > 0.5, g[0] > 0.5, sl[0] > 0
-            ref = np.clip(_chw_to_hwc(s)[still_in], 0, 1)
+            candidate = fallback_candidate(o, i, g, s, sl)   # what recolor_fallback compares, at every margin
+            inside = gm[0] > 0.5
 
             def err(x):
                 return float(delta_e2000(torch.from_numpy(np.asarray(x, np.float32))[None], t[None])[0, 0][inside].sum())
 
-            d_net = still_distance(np.clip(_chw_to_hwc(o)[own], 0, 1), ref) if made else np.nan
-            d_tr = still_distance(_chw_to_hwc(transfer)[own], ref) if made else np.nan
-            rows.append([recolor_change(o, i, g) < RECOLOR_KEEP_BELOW, d_net, d_tr, err(o), err(transfer), err(i),
+            if candidate is None:   # no garment or no still: the network's output at every margin
+                d_net = d_tr = np.nan
+                e_tr = err(o)
+            else:
+                d_net, d_tr, e_tr = candidate.network_distance, candidate.distance, err(candidate.image)
+            rows.append([recolor_change(o, i, g) < RECOLOR_KEEP_BELOW, d_net, d_tr, err(o), e_tr, err(i),
                          inside.sum()])
     return np.array(rows, dtype=np.float64)
 
