@@ -101,7 +101,7 @@ def _add_onnx_arguments(parser: argparse.ArgumentParser) -> None:
 def _run_onnx(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .onnx_export import NETWORKS, PARITY_TOL, export_all  # imports torch: only this subcommand needs it
+    from .onnx_export import NETWORKS, export_all  # imports torch: only this subcommand needs it
 
     cards = export_all(Path(args.checkpoints), Path(args.out), tuple(args.networks or NETWORKS))
     for card in cards:
@@ -110,7 +110,7 @@ def _run_onnx(args: argparse.Namespace) -> int:
         ms = o["fp16"]["ort_cpu_ms_batch1"]
         print(f"{card['name']:<14} opset {o['opset']} {o['simplifier']} {o['nodes_exported']}->{o['nodes']} nodes  "
               f"max|ORT-PyTorch| random {o['parity_random_max_abs_diff']:.1e} real {o['parity_real']['max_abs']:.1e} "
-              f"(<= {PARITY_TOL:g})  FP16 vs FP32 max {f16['max_abs']:.1e} mean {f16['mean_abs']:.1e}  "
+              f"(checked per output)  FP16 vs FP32 max {f16['max_abs']:.1e} mean {f16['mean_abs']:.1e}  "
               f"ORT CPU b1 {ms['fp32']:.0f}/{ms['fp16']:.0f} ms  -> {Path(args.out) / card['name']}")
     return 0
 

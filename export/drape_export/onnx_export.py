@@ -5,7 +5,9 @@ Reads <checkpoints>/<network>/{weights.pt,card.json} as written by training and 
 
 * ``model.onnx`` — FP32, simplified with onnxsim (constant folding + shape inference + dead-node removal), checked
   with ``onnx.checker`` (full check) and compared with PyTorch under ONNX Runtime on random inputs AND on real
-  samples rendered by the training data pipeline at the card's resolution (max abs diff <= 1e-3 for both).
+  samples rendered by the training data pipeline at the card's resolution, output by output: max abs diff
+  <= 1e-3 for both; outputs grid_sample resamples (the GMM's warp) <= 1e-3 at the 99.9th percentile and <= 1e-2
+  at worst (``parity_tolerance``; the card's ``parity_outputs`` records each).
 * ``model.fp16.onnx`` — the same graph with FP16 weights and activations and FP32 I/O (Cast nodes at the
   boundary), so Triton configs do not change between the CPU (FP32 ONNX) and GPU (FP16 TensorRT) targets.
   TensorRT builds it as a strongly-typed network (the only mode TensorRT 11 has). Its difference from FP32 on the
@@ -34,6 +36,14 @@ from drape_train.models import NETWORKS, build
 
 OPSET = 17
 PARITY_TOL = 1e-3
+# Outputs that grid_sample resamples (a network's ``resampled_outputs``: the GMM's warp). ONNX Runtime and PyTorch
+# compute the sampling coordinates in a different float32 order; a coordinate off in its last bits moves a bilinear
+# tap across a sharp edge of the garment, so a handful of pixels differ by more than PARITY_TOL with the same warp
+# (a quick-schedule GMM on the real samples: 552 of 590k values above 1e-4, the largest 1.1e-3, the 99.9th
+# percentile 1e-4; whether the largest lands above 1e-3 changes from one training run to the next). Such outputs
+# are held to PARITY_TOL at their 99.9th percentile and to RESAMPLED_MAX_TOL at worst: an export fault in the warp
+# (half-pixel shift, align_corners, padding) moves every edge pixel and fails both.
+RESAMPLED_MAX_TOL = 1e-2
 ONNX_FILE = "model.onnx"
 FP16_FILE = "model.fp16.onnx"
 REAL_SAMPLES = 4          # rendered test-split pairs used for the real-sample parity and the FP16 measurement
@@ -206,10 +216,36 @@ def ort_latency_ms(session: ort.InferenceSession, card: dict, xs: list[np.ndarra
     return float(np.median(times))
 
 
-def parity(net: torch.nn.Module, onnx_path: str, card: dict, batch: int = 3) -> float:
-    """Max abs difference between PyTorch and ONNX Runtime over all outputs, at a batch size not exported with."""
+def output_diffs(names: list[str], got: list[np.ndarray], ref: list[np.ndarray]) -> dict[str, DiffStats]:
+    """``DiffStats`` per named output."""
+    if not len(names) == len(got) == len(ref):
+        raise ValueError(f"{len(names)} names, {len(got)} outputs, {len(ref)} reference outputs")
+    return {n: DiffStats.of([g], [r]) for n, g, r in zip(names, got, ref)}
+
+
+def parity_tolerance(name: str, resampled: tuple[str, ...]) -> dict:
+    """What output ``name`` must meet: ``max_abs`` and, for a resampled output, ``p999_abs`` (else None)."""
+    if name in resampled:
+        return {"max_abs": RESAMPLED_MAX_TOL, "p999_abs": PARITY_TOL}
+    return {"max_abs": PARITY_TOL, "p999_abs": None}
+
+
+def parity_failures(diffs: dict[str, DiffStats], resampled: tuple[str, ...]) -> list[str]:
+    """One line per output outside its ``parity_tolerance``; empty when all agree."""
+    failures = []
+    for name, d in diffs.items():
+        tol = parity_tolerance(name, resampled)
+        if not d.max_abs <= tol["max_abs"]:
+            failures.append(f"{name} max {d.max_abs:.2e} > {tol['max_abs']:g}")
+        if tol["p999_abs"] is not None and not d.p999_abs <= tol["p999_abs"]:
+            failures.append(f"{name} p99.9 {d.p999_abs:.2e} > {tol['p999_abs']:g}")
+    return failures
+
+
+def parity(net: torch.nn.Module, onnx_path: str, card: dict, batch: int = 3) -> dict[str, DiffStats]:
+    """PyTorch against ONNX Runtime per output on random inputs, at a batch size not exported with."""
     xs = sample_inputs(card, batch, seed=1)
-    return DiffStats.of(ort_run(ort_session(onnx_path), card, xs), torch_run(net, xs)).max_abs
+    return output_diffs(list(net.output_names), ort_run(ort_session(onnx_path), card, xs), torch_run(net, xs))
 
 
 def export_network(ckpt_dir: Path, out_dir: Path, opset: int = OPSET, samples: RealSamples | None = None) -> dict:
@@ -231,7 +267,7 @@ def export_network(ckpt_dir: Path, out_dir: Path, opset: int = OPSET, samples: R
         onnx.checker.check_model(model, full_check=True)
         onnx.save(model, str(tmp))
 
-        random_diff = parity(net, str(tmp), card)
+        random_diffs = parity(net, str(tmp), card)
         if samples is None:
             with tempfile.TemporaryDirectory(prefix="drape-real-") as root:
                 xs_real = RealSamples(Path(root), card["resolution"]["height"], card["resolution"]["width"]).inputs(card)
@@ -239,11 +275,14 @@ def export_network(ckpt_dir: Path, out_dir: Path, opset: int = OPSET, samples: R
             xs_real = samples.inputs(card)
         fp32 = ort_session(tmp)
         got32 = ort_run(fp32, card, xs_real)
-        real = DiffStats.of(got32, torch_run(net, xs_real))
-        worst = max(random_diff, real.max_abs)
-        if not worst <= PARITY_TOL:
-            raise RuntimeError(f"{card['name']}: ONNX Runtime differs from PyTorch by {worst:.2e} > {PARITY_TOL} "
-                               f"(random inputs {random_diff:.2e}, real samples {real.max_abs:.2e})")
+        ref32 = torch_run(net, xs_real)
+        real, real_diffs = DiffStats.of(got32, ref32), output_diffs(names_out, got32, ref32)
+        resampled = tuple(getattr(net, "resampled_outputs", ()))
+        failures = ([f"random inputs: {f}" for f in parity_failures(random_diffs, resampled)]
+                    + [f"real samples: {f}" for f in parity_failures(real_diffs, resampled)])
+        if failures:
+            raise RuntimeError(f"{card['name']}: ONNX Runtime differs from PyTorch: " + "; ".join(failures))
+        random_diff = max(d.max_abs for d in random_diffs.values())
 
         model16 = to_fp16(model)
         onnx.save(model16, str(tmp16))
@@ -263,6 +302,8 @@ def export_network(ckpt_dir: Path, out_dir: Path, opset: int = OPSET, samples: R
         "parity_max_abs_diff": max(random_diff, real.max_abs),
         "parity_random_max_abs_diff": random_diff,
         "parity_real": {"samples": len(xs_real[0]), **asdict(real)},
+        "parity_outputs": {n: {"tolerance": parity_tolerance(n, resampled), "random": asdict(random_diffs[n]),
+                               "real": asdict(real_diffs[n])} for n in names_out},
         "ops": sorted({n.op_type for n in model.graph.node}),
         "fp16": {
             "file": FP16_FILE, "io": "float32 (Cast at the graph boundary)", "keep_fp32_ops": list(FP16_KEEP_FP32),

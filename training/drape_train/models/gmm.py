@@ -77,6 +77,7 @@ def mask_frame(mask: torch.Tensor, coords: torch.Tensor) -> tuple[torch.Tensor, 
 class GMM(nn.Module):
     input_names = ("parsing_logits", "garment", "garment_mask_logits")
     output_names = ("warped_garment", "warped_mask")
+    resampled_outputs = output_names     # grid_sample's output: the export's parity check allows for it
 
     def __init__(self, widths: list[int], height: int, width: int, grid_size: int = 5, prewarp: bool = True,
                  gate_widths: list[int] | None = None, gate_stride: int = 1):
