@@ -131,7 +131,12 @@ def test_deepspeed_launcher_trains_writes_card_and_resumes(tmp_path):
 
     second = run("--steps", "6", "--resume")
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
-    assert "resumed at step 3" in second.stdout + second.stderr
+    resumed = re.search(r"resumed at step 3 \((\d+) s trained before\)", second.stdout + second.stderr)
+    assert resumed, second.stdout[-3000:]
+    # the card's wall time counts the whole run: the first run's seconds carry over through the checkpoint
+    assert int(resumed[1]) >= int(card["train"]["wall_s"])
+    final = re.search(r"best \S+ at step \d+ \((\d+) s\)", second.stdout + second.stderr)
+    assert final and int(final[1]) >= int(resumed[1]), second.stdout[-3000:]
     rows = (out / "gmm" / "metrics.csv").read_text().splitlines()
     steps = [int(r.split(",")[0]) for r in rows[1:]]
     assert steps == sorted(steps) and steps[-1] == 6 and 3 in steps

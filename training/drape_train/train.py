@@ -247,14 +247,15 @@ def train_one(config_path: str, args) -> dict:
     if objective.disc is not None:   # the optional PatchGAN discriminator trains beside the engine, plain AdamW
         d_opt = torch.optim.AdamW(objective.disc.parameters(), lr=cfg.loss.gan_lr, betas=(0.5, 0.999))
 
-    step, best, since_best, epoch = 0, None, 0, 0
+    step, best, since_best, epoch, before = 0, None, 0, 0, 0.0   # before: seconds trained before a --resume
     if args.resume and engine.global_rank == 0:
         _recover_best(out)
     if args.resume and (out / "ds").exists():
         _, client = engine.load_checkpoint(str(out / "ds"))
         if client:
             step, best, since_best, epoch = client["step"], client["best"], client["since_best"], client["epoch"]
-            console.print(f"[bold]{cfg.network}[/]: resumed at step {step}")
+            before = client.get("elapsed_s", 0.0)   # checkpoints from before elapsed_s was recorded carry none
+            console.print(f"[bold]{cfg.network}[/]: resumed at step {step} ({before:.0f} s trained before)")
     rank0 = engine.global_rank == 0
     if args.resume and rank0:
         _truncate_csv(out / "metrics.csv", step)
@@ -263,7 +264,7 @@ def train_one(config_path: str, args) -> dict:
     log_rows: list[dict] = []
     tb = SummaryWriter(str(out / "tb")) if rank0 else None
     sign = 1 if cfg.metric_mode == "max" else -1
-    t0 = time.time()
+    t0 = time.time() - before   # wall times count the whole run: up to the checkpoint resumed from, then this one
     val_every = min(cfg.schedule.val_every, steps)
 
     def batches():
@@ -327,7 +328,8 @@ def train_one(config_path: str, args) -> dict:
                     _append_csv(out / "metrics.csv", log_rows)
                     log_rows = []
                 engine.save_checkpoint(str(out / "ds"), tag=f"step{step}", client_state={
-                    "step": step, "best": best, "since_best": since_best, "epoch": epoch}, save_latest=False)
+                    "step": step, "best": best, "since_best": since_best, "epoch": epoch,
+                    "elapsed_s": time.time() - t0}, save_latest=False)
                 if rank0:  # DeepSpeed writes `latest` in place; a kill can leave it empty and --resume then fails
                     atomic_write(out / "ds" / "latest", lambda p: p.write_text(f"step{step}"))
                     _prune_checkpoints(out / "ds", keep=f"step{step}")
