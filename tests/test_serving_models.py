@@ -367,6 +367,35 @@ def test_recolor_falls_back_to_the_classical_transfer_only_where_the_network_mis
     assert off[0][inside].astype(float)[:, 1].mean() > off[0][inside].astype(float)[:, 0].mean()   # green, as asked
 
 
+def test_recolor_fallback_skips_the_transfer_only_where_it_could_not_win(monkeypatch):
+    """With ``unless_within`` the candidate is not computed where the network's own distance is within the margin
+    (no transfer can then beat it by more), and recolor_fallback decides exactly as the full comparison does at
+    margins on both sides of each item's distances."""
+    import drape_serving.prepost as prepost
+    from drape_serving.prepost import fallback_candidate, recolor_fallback
+
+    photo, mask = _shaded_garment((0.2, 0.3, 0.8))
+    still, still_mask = _shaded_garment((0.8, 0.2, 0.2))
+    logits = (still_mask * 2 - 1) * 8.0
+    outputs = [photo * np.float32(g)[:, None, None] for g in ((4.0, 2 / 3, 0.25), (3.0, 1.0, 0.5), (0.5, 2.5, 0.3))]
+    for out in outputs:
+        full = fallback_candidate(out, photo, mask, still, logits)
+        d, d_net = full.distance, full.network_distance
+        assert fallback_candidate(out, photo, mask, still, logits, unless_within=d_net) is None
+        assert fallback_candidate(out, photo, mask, still, logits, unless_within=d_net * 0.99).distance == d
+        for margin in (0.0, (d_net - d) * 0.99, (d_net - d) * 1.01, d_net * 0.99, d_net, d_net * 1.01):
+            margin = max(margin, 0.0)
+            assert recolor_fallback(out, photo, mask, still, logits, margin)[1] == (d + margin < d_net), margin
+
+    calls: list[int] = []
+    real = prepost.gaussian_transfer
+    monkeypatch.setattr(prepost, "gaussian_transfer", lambda *a: calls.append(1) or real(*a))
+    assert not recolor_fallback(outputs[0], photo, mask, still, logits)[1]   # the still's red: within the margin
+    assert calls == []
+    assert recolor_fallback(outputs[2], photo, mask, still, logits)[1]       # green: computed, and served
+    assert calls == [1]
+
+
 def test_serving_code_never_imports_torch():
     """Pre/post and the launcher run in the torch-free serving image."""
     import subprocess
