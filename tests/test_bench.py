@@ -137,15 +137,41 @@ def test_benchmark_smoke_run(cpu_repo, tmp_path):
     assert results["settings"]["gmm"]["instances"] >= 1
 
 
-def test_recolor_gate_benchmark_runs_both_series_on_each_side_of_the_threshold(tmp_path, capsys):
-    """The gate benchmark's series really are 'applied' and 'kept' (it asserts so when it builds them) and every
-    gate-on row carries its ratio to the gate-off row of the same input."""
+def test_recolor_gate_benchmark_runs_each_series_on_its_side_of_each_decision(tmp_path, capsys):
+    """The gate benchmark's series really are 'applied', 'kept' and 'fallback' (it runs each input once through the
+    postprocess and asserts the decision when it builds them), every row but the baselines carries its ratio to the
+    row it adds to, and a garment band that is too small or too large is refused."""
     import recolor_gate
 
     out = tmp_path / "gate.json"
-    assert recolor_gate.main(["--calls", "3", "--warmup", "1", "--sizes", "300x200", "--out", str(out)]) == 0
-    rows = json.loads(out.read_text())["rows"]
-    assert set(rows) == {f"300x200 {c}, gate {g}" for c in ("applied", "kept") for g in ("on", "off")}
+    assert recolor_gate.main(["--calls", "3", "--warmup", "1", "--sizes", "300x200", "--garment", "0.3",
+                              "--still-garment", "0.5", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    rows = result["rows"]
+    assert set(rows) == ({f"300x200 {c}, gate {g}" for c in ("applied", "kept") for g in ("on", "off")}
+                         | {f"300x200 {d}, fallback on" for d in ("applied", "fallback")})
     for name, r in rows.items():
-        assert r["p50_ms"] > 0 and ("ratio_p50" in r) == name.endswith("gate on")
-    assert "gate p50 ratio" in capsys.readouterr().out
+        assert r["p50_ms"] > 0 and ("ratio_p50" in r) == (not name.endswith("gate off"))
+        if name.endswith("fallback on"):
+            assert r["ratio_to"] == "300x200 applied, gate on"
+    assert (result["garment"], result["still_garment"]) == (0.3, 0.5)
+    assert "p50 ratio" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="garment fraction"):
+        recolor_gate.main(["--calls", "1", "--sizes", "300x200", "--garment", "0"])
+
+
+@pytest.mark.slow
+def test_recolor_fallback_benchmark_compares_the_repository_with_its_fallback_off_copy(cpu_repo, tmp_path, capsys):
+    """Two real servers: the repository as assembled falls back on some of the mismatched pairs, its copy with
+    ``still_fallback_margin "inf"`` never does (counted on each server's metrics port), and every request is timed."""
+    import recolor_fallback
+
+    out = tmp_path / "fallback.json"
+    assert recolor_fallback.main(["--repo", str(cpu_repo), "--pairs", "4", "--rounds", "1", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    on, off = rows["fallback on"], rows["fallback off"]
+    assert on["n"] == off["n"] == 4 and on["p50_ms"] > 0 and off["p50_ms"] > 0 and on["ratio_p50"] > 0
+    assert sum(on["gate"].values()) == sum(off["gate"].values()) == 8        # warm-up round + 1 measured
+    assert off["gate"]["fallback"] == 0 and off["gate"]["applied"] + off["gate"]["kept"] == 8
+    assert "p50 ratio" in capsys.readouterr().out
+    assert (cpu_repo / "recolor_postprocess" / "config.pbtxt").read_text().count('"inf"') == 0   # the copy, not it
