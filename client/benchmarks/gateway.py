@@ -44,20 +44,12 @@ def pair_for(size: str) -> tuple[str, bytes, bytes]:
 
         w, h = Image.open(io.BytesIO(person)).size
         return f"{h}x{w} sample jpeg", person, garment
-    import numpy as np
-    from PIL import Image
-
+    from drape_serving.codec import encode_jpeg
     from drape_train.data.synth import render_pair  # torch-free procedural renderer
 
     h, w = (int(v) for v in size.lower().split("x"))
     a, b = render_pair(0, h, w)
-
-    def jpeg(rgb: np.ndarray) -> bytes:
-        buf = io.BytesIO()
-        Image.fromarray(rgb).save(buf, format="JPEG", quality=90)
-        return buf.getvalue()
-
-    return f"{h}x{w} jpeg", jpeg(a.image), jpeg(b.cloth)
+    return f"{h}x{w} jpeg", encode_jpeg(a.image, quality=90), encode_jpeg(b.cloth, quality=90)
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -178,14 +178,11 @@ def ort_networks(repo: Path, threads: int | None = None, spinning: bool | None =
 
 def make_requests(n: int, hw: tuple[int, int], seed: int = 1000) -> dict[str, list[tuple[bytes, bytes]]]:
     """``n`` distinct JPEG pairs per ensemble from the seeded synthetic studio, at ``hw`` (H, W)."""
-    from PIL import Image
-
+    from drape_serving.codec import encode_jpeg
     from drape_train.data.synth import render_pair
 
     def jpeg(rgb):
-        buf = io.BytesIO()
-        Image.fromarray(rgb).save(buf, format="JPEG", quality=90)
-        return buf.getvalue()
+        return encode_jpeg(rgb, quality=90)
 
     out: dict[str, list[tuple[bytes, bytes]]] = {"tryon": [], "recolor": []}
     for i in range(n):

@@ -6,17 +6,16 @@
 Two tritonservers on free ports: the repository as it is (``still_fallback_margin`` as assembled, default 0.03) and
 a copy of it whose ``recolor_postprocess`` has ``still_fallback_margin "inf"`` (what ``drape_export repo
 --recolor-fallback-margin inf`` writes). The thin gRPC client (``DrapeClient``, no retries) sends the same pairs to
-both, alternating which goes first, one round of warm-up first. Pairs are rendered by the training data's
-procedural studio (torch-free), JPEG quality 90: the on-model photo of pair i with the *still of pair i + 1*, so the
-network has a colour to change (a photo with its own still is mostly kept as it is by the gate, which skips the
-fallback). Prints p50 / p90 per server, the p50 ratio, and what the recolor gate decided on each
+both, alternating which goes first, one round of warm-up first. Pairs are ``pipelines.make_requests``' recolor
+requests (the training data's procedural studio, torch-free, JPEG quality 90): each photo with the still of the
+*other* garment of its pair, so the network has a colour to change (a photo with its own still is mostly kept as it
+is by the gate, which skips the fallback). Prints p50 / p90 per server, the p50 ratio, and what the recolor gate decided on each
 (``drape_recolor_gate_total`` from the metrics port): the share of requests that served the transfer matters, since
 those cost the most.
 """
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import platform
@@ -28,24 +27,12 @@ import time
 import urllib.request
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pipelines import make_requests  # noqa: E402  (torch-free: the same pairs as the side-by-side benchmark)
+
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_REPO = ROOT / "build" / "model_repository" / "cpu"
 PARAMETER = re.compile(r'(key: "still_fallback_margin" value \{ string_value: )"[^"]*"')
-
-
-def pairs(n: int, height: int, width: int) -> list[tuple[bytes, bytes]]:
-    """(on-model JPEG, still JPEG) x n, each photo with the next pair's still."""
-    from PIL import Image
-
-    from drape_train.data.synth import render_pair  # torch-free procedural renderer
-
-    def jpeg(rgb) -> bytes:
-        buf = io.BytesIO()
-        Image.fromarray(rgb).save(buf, format="JPEG", quality=90)
-        return buf.getvalue()
-
-    rendered = [render_pair(i, height, width)[0] for i in range(n)]
-    return [(jpeg(s.image), jpeg(rendered[(i + 1) % n].cloth)) for i, s in enumerate(rendered)]
 
 
 def without_fallback(repo: Path, into: Path) -> Path:
@@ -71,7 +58,7 @@ def run(repo: Path, n_pairs: int, rounds: int, size: tuple[int, int]) -> dict:
     from drape_client import NO_RETRY, DrapeClient
     from drape_serving.server import start_server
 
-    work = pairs(n_pairs, *size)
+    work = make_requests(n_pairs, size)["recolor"]
     logs = ROOT / "build" / "bench"
     logs.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
