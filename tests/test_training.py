@@ -145,6 +145,54 @@ def test_deepspeed_launcher_trains_writes_card_and_resumes(tmp_path):
     assert list((out / "gmm" / "tb").glob("events.out.tfevents.*")), "no TensorBoard event file"
 
 
+@pytest.mark.slow
+def test_an_interrupted_run_resumes_into_the_uninterrupted_one(tmp_path):
+    """Stopped mid-epoch by --until and continued by --resume, a run ends with the weights of the same schedule run
+    in one go, to the bit: the data stream picks up at the batch it stopped before, and the GAN discriminator's
+    optimizer (outside the DeepSpeed engine) comes back with its moments. Recolor with the optional GAN term, so
+    both are in play; one thread, so the two runs do the same arithmetic."""
+    from drape_serving.server import free_port
+    from drape_train.data.layout import write_dataset
+
+    data = tmp_path / "data"
+    write_dataset(data, {"train": 4, "val": 2, "test": 1}, seed=3, height=256, width=192, workers=1)
+    cfg = tmp_path / "recolor.yaml"   # 4 items, batch 2: step 3 is the first batch of epoch 1
+    cfg.write_text((ROOT / "training/configs/recolor.yaml").read_text()
+                   + "loss: {l1: 1.0, delta_e: 0.05, gan: 0.1}\nschedule: {val_every: 3, batch_size: 2}\n")
+    (tmp_path / "recolor.ds.json").write_text((ROOT / "training/configs/recolor.ds.json").read_text())
+    launcher = Path(sys.executable).parent / "deepspeed"
+
+    def run(out, *extra, ok=True):
+        cmd = [str(launcher), "--num_gpus", "1", "--master_port", str(free_port()),
+               str(ROOT / "training/drape_train/train.py"), "--config", str(cfg), "--data", str(data),
+               "--out", str(tmp_path / out), "--steps", "6", "--threads", "1", *extra]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                              env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        assert (done.returncode == 0) == ok, done.stdout[-3000:] + done.stderr[-3000:]
+        return done.stdout + done.stderr
+
+    assert "stopped at step 3 of 6 (--until)" in run("split", "--until", "3")
+    assert (tmp_path / "split/recolor/ds/latest").read_text().strip() == "step3"
+    # a stop at or before where the checkpoint already is: refused before a step is taken
+    assert "--until 2 is not past step 3, where this run starts" in run("split", "--resume", "--until", "2", ok=False)
+    assert (tmp_path / "split/recolor/ds/latest").read_text().strip() == "step3"
+    assert "resumed at step 3" in run("split", "--resume")
+    run("whole")
+
+    def final(out):
+        states = torch.load(tmp_path / out / "recolor/ds/step6/mp_rank_00_model_states.pt", weights_only=False)
+        return states["module"], states["d_opt"]
+
+    (split, split_d), (whole, whole_d) = final("split"), final("whole")
+    assert split.keys() == whole.keys() and any(k.startswith("disc.") for k in whole)
+    differ = [k for k in whole if not torch.equal(split[k], whole[k])]
+    assert not differ, f"{len(differ)} of {len(whole)} tensors differ, e.g. {differ[:3]}"
+    moments = [(s["exp_avg"], w["exp_avg"]) for s, w in zip(split_d["state"].values(), whole_d["state"].values())]
+    assert moments and all(torch.equal(s, w) for s, w in moments)
+    rows = [(tmp_path / out / "recolor/metrics.csv").read_text() for out in ("split", "whole")]
+    assert rows[0] == rows[1]
+
+
 def _batch(network: str, tmp_path: Path, n: int = 2) -> dict:
     from drape_train.data.layout import write_dataset
     from drape_train.datasets import NetworkDataset

@@ -12,6 +12,11 @@ All files are written atomically (temp file + rename), so a kill at any moment l
 weights.pt and card.json are renamed in as a pair (--resume completes a pair a kill interrupted), metrics.csv is
 written before the DeepSpeed checkpoint (--resume drops rows past it), ds/latest is renamed in once its tag is
 complete. tests/reliability/kill_training.py kills runs at random moments to prove it.
+
+--resume continues exactly where the checkpoint was written: weights, optimizer, LR schedule, best-so-far, and the
+data stream (the shuffled order is a function of seed and epoch, and the checkpoint records how far into the epoch
+it was), so an interrupted run ends with the weights an uninterrupted one would have. --until STEP stops a run
+after the checkpoint at STEP (a time-limited slot: a preemptible node, a job with a deadline); --resume goes on.
 """
 from __future__ import annotations
 
@@ -50,6 +55,8 @@ def parse_args(argv=None):
     ap.add_argument("--width", type=int, help="override the config's data.width (must match the dataset)")
     ap.add_argument("--out", default="build/checkpoints", help="checkpoint root (default: %(default)s)")
     ap.add_argument("--resume", action="store_true", help="continue from <out>/<network>/ds if present")
+    ap.add_argument("--until", type=int, metavar="STEP", help="stop after writing the checkpoint at STEP of the "
+                    "schedule (--steps / the config's steps stay the schedule's length); --resume continues")
     ap.add_argument("--seed", type=int, help="override the config's schedule.seed (weights, data order)")
     ap.add_argument("--threads", type=int, help="torch CPU threads (default: every core; on a loaded machine "
                     "fewer threads than cores avoids OpenMP stalls)")
@@ -105,12 +112,29 @@ def init_distributed() -> None:
     deepspeed.init_distributed()
 
 
+class EpochOrder(DistributedSampler):
+    """DistributedSampler's order, on one rank too: each epoch's permutation is a function of (seed, epoch) alone,
+    not of how many epochs this process has drawn, and ``skip`` starts the next epoch that many items in. That is
+    what lets --resume hand out the batches an uninterrupted run would have."""
+
+    def __init__(self, ds, shuffle: bool, seed: int):
+        dist = torch.distributed.is_initialized()
+        super().__init__(ds, num_replicas=torch.distributed.get_world_size() if dist else 1,
+                         rank=torch.distributed.get_rank() if dist else 0, shuffle=shuffle, seed=seed)
+        self.skip = 0
+
+    def __iter__(self):
+        order = list(super().__iter__())[self.skip:]
+        self.skip = 0   # one epoch only: the next starts at its beginning
+        return iter(order)
+
+    def __len__(self) -> int:
+        return max(0, super().__len__() - self.skip)
+
+
 def loader(ds, cfg: TrainConfig, shuffle: bool, seed: int) -> DataLoader:
-    world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
-    sampler = DistributedSampler(ds, shuffle=shuffle, seed=seed) if world > 1 else None
-    g = torch.Generator().manual_seed(seed)
-    return DataLoader(ds, batch_size=cfg.schedule.batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
-                      drop_last=shuffle, generator=g, num_workers=0)
+    return DataLoader(ds, batch_size=cfg.schedule.batch_size, sampler=EpochOrder(ds, shuffle, seed),
+                      drop_last=shuffle, num_workers=0)
 
 
 def to_device(batch: dict, device) -> dict:
@@ -247,7 +271,8 @@ def train_one(config_path: str, args) -> dict:
     if objective.disc is not None:   # the optional PatchGAN discriminator trains beside the engine, plain AdamW
         d_opt = torch.optim.AdamW(objective.disc.parameters(), lr=cfg.loss.gan_lr, betas=(0.5, 0.999))
 
-    step, best, since_best, epoch, before = 0, None, 0, 0, 0.0   # before: seconds trained before a --resume
+    # before: seconds trained before a --resume; taken: batches of the current epoch already trained on
+    step, best, since_best, epoch, taken, before = 0, None, 0, 0, 0, 0.0
     if args.resume and engine.global_rank == 0:
         _recover_best(out)
     if args.resume and (out / "ds").exists():
@@ -255,7 +280,12 @@ def train_one(config_path: str, args) -> dict:
         if client:
             step, best, since_best, epoch = client["step"], client["best"], client["since_best"], client["epoch"]
             before = client.get("elapsed_s", 0.0)   # checkpoints from before elapsed_s was recorded carry none
+            taken = client.get("epoch_batches", 0)   # nor does an older one say where in the epoch it stopped
+            if d_opt is not None and "d_opt" in client:
+                d_opt.load_state_dict(client["d_opt"])
             console.print(f"[bold]{cfg.network}[/]: resumed at step {step} ({before:.0f} s trained before)")
+    if args.until is not None and args.until <= step:
+        raise SystemExit(f"{cfg.network}: --until {args.until} is not past step {step}, where this run starts")
     rank0 = engine.global_rank == 0
     if args.resume and rank0:
         _truncate_csv(out / "metrics.csv", step)
@@ -268,13 +298,15 @@ def train_one(config_path: str, args) -> dict:
     val_every = min(cfg.schedule.val_every, steps)
 
     def batches():
-        nonlocal epoch
+        nonlocal epoch, taken
         while True:
             train_ds.epoch = epoch
-            if isinstance(train_loader.sampler, DistributedSampler):
-                train_loader.sampler.set_epoch(epoch)
-            yield from train_loader
-            epoch += 1
+            train_loader.sampler.set_epoch(epoch)
+            train_loader.sampler.skip = taken * cfg.schedule.batch_size
+            for b in train_loader:
+                taken += 1
+                yield b
+            epoch, taken = epoch + 1, 0
 
     it = batches()
     cols = (TextColumn(f"[bold]{cfg.network:<14}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
@@ -291,6 +323,10 @@ def train_one(config_path: str, args) -> dict:
                 d_loss = objective.discriminator_loss()
                 d_loss.backward()
                 d_opt.step()
+                # DeepSpeed clips by the norm over every module parameter, D's included: gradients left on D
+                # would enter the generator's next clipping norm (and a resumed run, which starts without them,
+                # would take a different step than the run it continues)
+                d_opt.zero_grad(set_to_none=True)
                 logs["d_loss"] = d_loss.detach()
             step += 1
             if step % 10 == 0 or step == steps:
@@ -303,7 +339,7 @@ def train_one(config_path: str, args) -> dict:
                             tb.add_scalar(f"train/{k}", v, step)
                 progress.update(task, info=f"loss {float(loss.detach()):.4f}")
             progress.update(task, completed=step)
-            if step % val_every == 0 or step == steps:
+            if step % val_every == 0 or step == steps or step == args.until:
                 metrics = validate(engine, objective, val_loader)
                 log_rows.append({"step": step, **{f"val_{k}": v for k, v in metrics.items()}})
                 if tb:
@@ -328,14 +364,18 @@ def train_one(config_path: str, args) -> dict:
                     _append_csv(out / "metrics.csv", log_rows)
                     log_rows = []
                 engine.save_checkpoint(str(out / "ds"), tag=f"step{step}", client_state={
-                    "step": step, "best": best, "since_best": since_best, "epoch": epoch,
-                    "elapsed_s": time.time() - t0}, save_latest=False)
+                    "step": step, "best": best, "since_best": since_best, "epoch": epoch, "epoch_batches": taken,
+                    "elapsed_s": time.time() - t0, **({"d_opt": d_opt.state_dict()} if d_opt else {})},
+                    save_latest=False)
                 if rank0:  # DeepSpeed writes `latest` in place; a kill can leave it empty and --resume then fails
                     atomic_write(out / "ds" / "latest", lambda p: p.write_text(f"step{step}"))
                     _prune_checkpoints(out / "ds", keep=f"step{step}")
                 progress.update(task, info=f"{cfg.metric} {metrics[cfg.metric]:.4f}")
                 if cfg.schedule.early_stop_patience and since_best >= cfg.schedule.early_stop_patience:
                     console.print(f"{cfg.network}: early stop at step {step} (best {best['step']})")
+                    break
+                if step == args.until and step < steps:
+                    console.print(f"{cfg.network}: stopped at step {step} of {steps} (--until); --resume continues")
                     break
     wall = time.time() - t0
     if rank0:
