@@ -191,6 +191,8 @@ def test_an_interrupted_run_resumes_into_the_uninterrupted_one(tmp_path):
     assert moments and all(torch.equal(s, w) for s, w in moments)
     rows = [(tmp_path / out / "recolor/metrics.csv").read_text() for out in ("split", "whole")]
     assert rows[0] == rows[1]
+    card = json.loads((tmp_path / "whole/recolor/card.json").read_text())["train"]
+    assert card["threads"] == 1 and card["versions"]["torch"] == torch.__version__
 
 
 def _batch(network: str, tmp_path: Path, n: int = 2) -> dict:

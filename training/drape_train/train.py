@@ -357,6 +357,10 @@ def train_one(config_path: str, args) -> dict:
                             "val_items": len(val_ds),
                             "dataset": cfg.data.root, "wall_s": round(time.time() - t0, 1),
                             "deepspeed": ds_cfg, "device": str(engine.device),
+                            # what a bit-for-bit rerun needs besides seed, config and data: on a CPU the float
+                            # reductions' order follows the thread count
+                            "threads": torch.get_num_threads(),
+                            "versions": {"torch": torch.__version__, "deepspeed": deepspeed.__version__},
                         }))
                 else:
                     since_best += 1
