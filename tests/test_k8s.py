@@ -567,13 +567,22 @@ def test_record_golden_job_writes_where_the_prober_reads():
 
 
 def test_training_job_uses_the_project_entry_points():
+    from drape_train.train import parse_args
+
     job = one(render("jobs/train"), "Job", "drape-train")
     script = _script(job)
     assert "deepspeed --num_gpus 1 training/drape_train/train.py" in script
     for cfg in re.findall(r"training/configs/\S+\.yaml", script):
         assert (ROOT / cfg).is_file(), cfg
+    # a retry (backoffLimit) resumes each network; a new model version trains into a folder of its own
+    assert job["spec"]["backoffLimit"] >= 1
+    line = next(ln for ln in script.splitlines() if "training/drape_train/train.py" in ln)
+    words = shlex.split(line.replace("$configs", "training/configs/gmm.yaml").replace("${DRAPE_MODEL_VERSION}", "v1"))
+    train = parse_args(words[words.index("training/drape_train/train.py") + 1:])
+    assert train.resume and train.out == "/work/checkpoints/v1"
     (export,) = _commands(script, "drape_export", {"DRAPE_MODEL_VERSION": "v1"})
     assert export[:1] == ["onnx"] and "/models/onnx/v1" in export
+    assert export[export.index("--checkpoints") + 1] == train.out
     c = job["spec"]["template"]["spec"]["containers"][0]
     assert c["resources"]["limits"]["nvidia.com/gpu"] == "1"
 
