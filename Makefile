@@ -17,7 +17,9 @@ ONNX      ?= build/onnx
 TARGET    ?= cpu
 REPO      ?= build/model_repository/$(TARGET)
 CONFIGS   := $(foreach n,garment_seg human_parsing gmm tom recolor,training/configs/$(n).yaml)
-DEEPSPEED := $(VENV)/bin/deepspeed --num_gpus 1
+# DeepSpeed's rendezvous port: a free one per run (its default, 29500, is taken by any other training on the machine)
+MASTER_PORT ?= $(shell $(PYTHON) -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+DEEPSPEED  = $(VENV)/bin/deepspeed --num_gpus 1 --master_port $(MASTER_PORT)
 
 # make load: a bounded headless locust run against a running server (never binds a port itself)
 USERS          ?= 4
@@ -33,7 +35,7 @@ BENCH_ARGS     ?=
 
 help: ## list the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-z-]+:.*## /{printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo "  variables: HTTP_PORT GRPC_PORT METRICS_PORT (serve), TARGET=cpu|gpu (repo), HEIGHT WIDTH"
+	@echo "  variables: HTTP_PORT GRPC_PORT METRICS_PORT (serve), TARGET=cpu|gpu (repo), HEIGHT WIDTH, MASTER_PORT (train)"
 	@echo "             USERS SPAWN_RATE DURATION P95_MS TRITON_GRPC_URL TRITON_HTTP_URL (load), BENCH_ARGS (bench)"
 
 $(STAMP): pyproject.toml

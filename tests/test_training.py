@@ -195,6 +195,26 @@ def test_an_interrupted_run_resumes_into_the_uninterrupted_one(tmp_path):
     assert card["threads"] == 1 and card["versions"]["torch"] == torch.__version__
 
 
+def test_make_trains_on_a_free_rendezvous_port():
+    """`make train` / `make quick` give the DeepSpeed launcher a free rendezvous port: on its default, 29500, a run
+    beside another training on the machine died with EADDRINUSE (a fresh-clone CI beside one, 2026-11-25)."""
+    import socket
+
+    def launch(**env):
+        plan = subprocess.run(["make", "-n", "train"], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                              env={**os.environ, **env}).stdout
+        (line,) = [ln for ln in plan.splitlines() if "deepspeed" in ln and "train.py" in ln]
+        m = re.search(r"--master_port (\d+) ", line)
+        assert m, f"no --master_port: {line}"
+        return int(m[1])
+
+    port = launch()
+    assert port != 29500
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))   # free: nothing else listens there
+    assert launch(MASTER_PORT="29611") == 29611
+
+
 def _batch(network: str, tmp_path: Path, n: int = 2) -> dict:
     from drape_train.data.layout import write_dataset
     from drape_train.datasets import NetworkDataset
