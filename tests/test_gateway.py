@@ -60,13 +60,27 @@ def pairs() -> dict[str, tuple[np.ndarray, np.ndarray]]:
 # ------------------------------------------------------------------------------------------- Triton's side
 
 
-def triton_counts(server) -> dict[str, tuple[int, int]]:
-    """{model: (success, fail)} for every model Triton serves, from the statistics extension (admin key)."""
+def _counts_now(server) -> dict[str, tuple[int, int]]:
     req = urllib.request.Request(f"http://{server.http_url}/v2/models/stats", headers=server.admin_headers("http"))
     with urllib.request.urlopen(req, timeout=10) as resp:
         stats = json.load(resp)["model_stats"]
     return {f"{s['name']}/{s['version']}": (int(s["inference_stats"]["success"]["count"]),
                                            int(s["inference_stats"]["fail"]["count"])) for s in stats}
+
+
+def triton_counts(server, settle_s: float = 0.2, within_s: float = 10.0) -> dict[str, tuple[int, int]]:
+    """{model: (success, fail)} for every model Triton serves, from the statistics extension (admin key), once
+    they hold still for ``settle_s``. Triton counts a request when it releases it, which can be just after the
+    client has the response: read at once, the counts can miss the request just answered and then show it in the
+    next read (a CI run saw an ensemble's success count rise by 2 over one request, 2026-11-25)."""
+    counts, deadline = _counts_now(server), time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        time.sleep(settle_s)
+        again = _counts_now(server)
+        if again == counts:
+            return counts
+        counts = again
+    raise AssertionError(f"Triton's counts did not settle within {within_s} s: is something else sending requests?")
 
 
 def shm_regions(server) -> dict[str, tuple[int, int]]:
