@@ -14,9 +14,10 @@ written before the DeepSpeed checkpoint (--resume drops rows past it), ds/latest
 complete. tests/reliability/kill_training.py kills runs at random moments to prove it.
 
 --resume continues exactly where the checkpoint was written: weights, optimizer, LR schedule, best-so-far, and the
-data stream (the shuffled order is a function of seed and epoch, and the checkpoint records how far into the epoch
-it was), so an interrupted run ends with the weights an uninterrupted one would have. --until STEP stops a run
-after the checkpoint at STEP (a time-limited slot: a preemptible node, a job with a deadline); --resume goes on.
+data stream (the shuffled order is a function of seed and epoch, and every epoch is the same number of steps, so
+the step says how far into which epoch it was), so an interrupted run ends with the weights an uninterrupted one
+would have. --until STEP stops a run after the checkpoint at STEP (a time-limited slot: a preemptible node, a job
+with a deadline); --resume goes on.
 """
 from __future__ import annotations
 
@@ -271,16 +272,14 @@ def train_one(config_path: str, args) -> dict:
     if objective.disc is not None:   # the optional PatchGAN discriminator trains beside the engine, plain AdamW
         d_opt = torch.optim.AdamW(objective.disc.parameters(), lr=cfg.loss.gan_lr, betas=(0.5, 0.999))
 
-    # before: seconds trained before a --resume; taken: batches of the current epoch already trained on
-    step, best, since_best, epoch, taken, before = 0, None, 0, 0, 0, 0.0
+    step, best, since_best, before = 0, None, 0, 0.0   # before: seconds trained before a --resume
     if args.resume and engine.global_rank == 0:
         _recover_best(out)
     if args.resume and (out / "ds").exists():
         _, client = engine.load_checkpoint(str(out / "ds"))
         if client:
-            step, best, since_best, epoch = client["step"], client["best"], client["since_best"], client["epoch"]
+            step, best, since_best = client["step"], client["best"], client["since_best"]
             before = client.get("elapsed_s", 0.0)   # checkpoints from before elapsed_s was recorded carry none
-            taken = client.get("epoch_batches", 0)   # nor does an older one say where in the epoch it stopped
             if d_opt is not None and "d_opt" in client:
                 d_opt.load_state_dict(client["d_opt"])
             console.print(f"[bold]{cfg.network}[/]: resumed at step {step} ({before:.0f} s trained before)")
@@ -290,6 +289,9 @@ def train_one(config_path: str, args) -> dict:
     if args.resume and rank0:
         _truncate_csv(out / "metrics.csv", step)
     train_loader = loader(train_ds, cfg, True, cfg.schedule.seed)
+    if len(train_loader) == 0:
+        raise SystemExit(f"{cfg.network}: {len(train_ds)} training items make no full batch of "
+                         f"{cfg.schedule.batch_size}")
     val_loader = loader(val_ds, cfg, False, cfg.schedule.seed)
     log_rows: list[dict] = []
     tb = SummaryWriter(str(out / "tb")) if rank0 else None
@@ -297,18 +299,15 @@ def train_one(config_path: str, args) -> dict:
     t0 = time.time() - before   # wall times count the whole run: up to the checkpoint resumed from, then this one
     val_every = min(cfg.schedule.val_every, steps)
 
-    def batches():
-        nonlocal epoch, taken
+    def batches(epoch: int, taken: int):
         while True:
             train_ds.epoch = epoch
             train_loader.sampler.set_epoch(epoch)
             train_loader.sampler.skip = taken * cfg.schedule.batch_size
-            for b in train_loader:
-                taken += 1
-                yield b
+            yield from train_loader
             epoch, taken = epoch + 1, 0
 
-    it = batches()
+    it = batches(*divmod(step, len(train_loader)))   # every epoch is len(train_loader) steps: the step says where
     cols = (TextColumn(f"[bold]{cfg.network:<14}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
             TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*cols, console=console, disable=not rank0, transient=False) as progress:
@@ -368,7 +367,7 @@ def train_one(config_path: str, args) -> dict:
                     _append_csv(out / "metrics.csv", log_rows)
                     log_rows = []
                 engine.save_checkpoint(str(out / "ds"), tag=f"step{step}", client_state={
-                    "step": step, "best": best, "since_best": since_best, "epoch": epoch, "epoch_batches": taken,
+                    "step": step, "best": best, "since_best": since_best,
                     "elapsed_s": time.time() - t0, **({"d_opt": d_opt.state_dict()} if d_opt else {})},
                     save_latest=False)
                 if rank0:  # DeepSpeed writes `latest` in place; a kill can leave it empty and --resume then fails
