@@ -94,6 +94,17 @@ def test_export_uses_only_tensorrt_ops_and_matches_pytorch(name, kw, tmp_path):
     assert max(float(np.abs(g - r.numpy()).max()) for g, r in zip(got, ref)) <= 1e-3
 
 
+def _deepspeed_train(cfg: Path, data: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    """train.py under the real `deepspeed` launcher, on a free rendezvous port (DeepSpeed's default 29500 is taken
+    by any other training run on the machine)."""
+    from drape_serving.server import free_port
+
+    cmd = [str(Path(sys.executable).parent / "deepspeed"), "--num_gpus", "1", "--master_port", str(free_port()),
+           str(ROOT / "training/drape_train/train.py"), "--config", str(cfg), "--data", str(data), "--out", str(out),
+           *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+
+
 @pytest.mark.slow
 def test_deepspeed_launcher_trains_writes_card_and_resumes(tmp_path):
     """The real `deepspeed` launcher on CPU: a few GMM steps, then --resume continues the same schedule."""
@@ -105,16 +116,9 @@ def test_deepspeed_launcher_trains_writes_card_and_resumes(tmp_path):
     cfg.write_text((ROOT / "training/configs/gmm.yaml").read_text() + "schedule: {val_every: 3, batch_size: 2}\n")
     (tmp_path / "gmm.ds.json").write_text((ROOT / "training/configs/gmm.ds.json").read_text())
     out = tmp_path / "ckpt"
-    launcher = Path(sys.executable).parent / "deepspeed"
 
     def run(*extra):
-        from drape_serving.server import free_port
-
-        # a free rendezvous port: DeepSpeed's default 29500 is taken by any other training run on the machine
-        cmd = [str(launcher), "--num_gpus", "1", "--master_port", str(free_port()),
-               str(ROOT / "training/drape_train/train.py"), "--config", str(cfg),
-               "--data", str(data), "--out", str(out), *extra]
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        return _deepspeed_train(cfg, data, out, *extra)
 
     first = run("--steps", "3")
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
@@ -151,7 +155,6 @@ def test_an_interrupted_run_resumes_into_the_uninterrupted_one(tmp_path):
     in one go, to the bit: the data stream picks up at the batch it stopped before, and the GAN discriminator's
     optimizer (outside the DeepSpeed engine) comes back with its moments. Recolor with the optional GAN term, so
     both are in play; one thread, so the two runs do the same arithmetic."""
-    from drape_serving.server import free_port
     from drape_train.data.layout import write_dataset
 
     data = tmp_path / "data"
@@ -160,14 +163,9 @@ def test_an_interrupted_run_resumes_into_the_uninterrupted_one(tmp_path):
     cfg.write_text((ROOT / "training/configs/recolor.yaml").read_text()
                    + "loss: {l1: 1.0, delta_e: 0.05, gan: 0.1}\nschedule: {val_every: 3, batch_size: 2}\n")
     (tmp_path / "recolor.ds.json").write_text((ROOT / "training/configs/recolor.ds.json").read_text())
-    launcher = Path(sys.executable).parent / "deepspeed"
 
     def run(out, *extra, ok=True):
-        cmd = [str(launcher), "--num_gpus", "1", "--master_port", str(free_port()),
-               str(ROOT / "training/drape_train/train.py"), "--config", str(cfg), "--data", str(data),
-               "--out", str(tmp_path / out), "--steps", "6", "--threads", "1", *extra]
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
-                              env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        done = _deepspeed_train(cfg, data, tmp_path / out, "--steps", "6", "--threads", "1", *extra)
         assert (done.returncode == 0) == ok, done.stdout[-3000:] + done.stderr[-3000:]
         return done.stdout + done.stderr
 
