@@ -94,12 +94,13 @@ def test_export_uses_only_tensorrt_ops_and_matches_pytorch(name, kw, tmp_path):
     assert max(float(np.abs(g - r.numpy()).max()) for g, r in zip(got, ref)) <= 1e-3
 
 
-def _deepspeed_train(cfg: Path, data: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
+def _deepspeed_train(cfg: Path, data: Path, out: Path, *extra: str, ranks: int = 1) -> subprocess.CompletedProcess:
     """train.py under the real `deepspeed` launcher, on a free rendezvous port (DeepSpeed's default 29500 is taken
-    by any other training run on the machine)."""
+    by any other training run on the machine). `ranks` > 1: that many CPU ranks, data parallel over gloo."""
     from drape_serving.server import free_port
 
-    cmd = [str(Path(sys.executable).parent / "deepspeed"), "--num_gpus", "1", "--master_port", str(free_port()),
+    launcher = str(Path(sys.executable).parent / "deepspeed")
+    cmd = [launcher, "--num_gpus", str(ranks), "--master_port", str(free_port()),
            str(ROOT / "training/drape_train/train.py"), "--config", str(cfg), "--data", str(data), "--out", str(out),
            *extra]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=dict(os.environ, PYTHONUNBUFFERED="1"))
@@ -150,22 +151,33 @@ def test_deepspeed_launcher_trains_writes_card_and_resumes(tmp_path):
 
 
 @pytest.mark.slow
-def test_an_interrupted_run_resumes_into_the_uninterrupted_one(tmp_path):
+@pytest.mark.parametrize("ranks,zero", [(1, 0), (2, 0), (2, 2)], ids=["one-rank", "two-ranks", "two-ranks-zero2"])
+def test_an_interrupted_run_resumes_into_the_uninterrupted_one(tmp_path, ranks, zero):
     """Stopped mid-epoch by --until and continued by --resume, a run ends with the weights of the same schedule run
     in one go, to the bit: the data stream picks up at the batch it stopped before, and the GAN discriminator's
     optimizer (outside the DeepSpeed engine) comes back with its moments. Recolor with the optional GAN term, so
-    both are in play; one thread, so the two runs do the same arithmetic."""
+    both are in play; one thread per rank, so the two runs do the same arithmetic.
+
+    On two ranks (data parallel, what `--num_gpus N` does on a GPU node) also: the discriminator, which DeepSpeed
+    does not wrap, must stay one model across ranks (a checkpoint holds rank 0's, so a drifted rank 1 resumes into
+    another run), and validation must score the whole split on every rank, or the card reports one rank's share
+    and the ranks disagree on the best step and on early stopping. With ZeRO-2 each rank's optimizer partition is
+    its own file, and each must come back."""
     from drape_train.data.layout import write_dataset
+    from drape_train.evaluate import load_objective
+    from drape_train.train import loader, validate
 
     data = tmp_path / "data"
-    write_dataset(data, {"train": 4, "val": 2, "test": 1}, seed=3, height=256, width=192, workers=1)
-    cfg = tmp_path / "recolor.yaml"   # 4 items, batch 2: step 3 is the first batch of epoch 1
+    write_dataset(data, {"train": 4 * ranks, "val": 3, "test": 1}, seed=3, height=256, width=192, workers=1)
+    cfg = tmp_path / "recolor.yaml"   # 4 items per rank, batch 2: step 3 is the first batch of epoch 1
     cfg.write_text((ROOT / "training/configs/recolor.yaml").read_text()
                    + "loss: {l1: 1.0, delta_e: 0.05, gan: 0.1}\nschedule: {val_every: 3, batch_size: 2}\n")
-    (tmp_path / "recolor.ds.json").write_text((ROOT / "training/configs/recolor.ds.json").read_text())
+    ds = json.loads((ROOT / "training/configs/recolor.ds.json").read_text())
+    ds["zero_optimization"]["stage"] = zero
+    (tmp_path / "recolor.ds.json").write_text(json.dumps(ds))
 
     def run(out, *extra, ok=True):
-        done = _deepspeed_train(cfg, data, tmp_path / out, "--steps", "6", "--threads", "1", *extra)
+        done = _deepspeed_train(cfg, data, tmp_path / out, "--steps", "6", "--threads", "1", *extra, ranks=ranks)
         assert (done.returncode == 0) == ok, done.stdout[-3000:] + done.stderr[-3000:]
         return done.stdout + done.stderr
 
@@ -178,19 +190,58 @@ def test_an_interrupted_run_resumes_into_the_uninterrupted_one(tmp_path):
     run("whole")
 
     def final(out):
-        states = torch.load(tmp_path / out / "recolor/ds/step6/mp_rank_00_model_states.pt", weights_only=False)
-        return states["module"], states["d_opt"]
+        """Every tensor of the step-6 checkpoint, every rank's file (ZeRO's optimizer partitions), by path."""
+        found = {}
 
-    (split, split_d), (whole, whole_d) = final("split"), final("whole")
-    assert split.keys() == whole.keys() and any(k.startswith("disc.") for k in whole)
+        def walk(x, path):
+            if isinstance(x, torch.Tensor):
+                found[path] = x
+            elif isinstance(x, dict):
+                for k, v in x.items():
+                    walk(v, f"{path}/{k}")
+            elif isinstance(x, (list, tuple)):
+                for i, v in enumerate(x):
+                    walk(v, f"{path}/{i}")
+
+        for f in sorted((tmp_path / out / "recolor/ds/step6").glob("*.pt")):
+            walk(torch.load(f, weights_only=False), f.name)
+        return found
+
+    split, whole = final("split"), final("whole")
+    assert split.keys() == whole.keys()
+    assert any("/module/disc." in k for k in whole) and any("/d_opt/state/" in k for k in whole)
+    if zero:
+        assert sum(k.startswith(f"zero_pp_rank_{ranks - 1}_") for k in whole), "no optimizer partition per rank"
     differ = [k for k in whole if not torch.equal(split[k], whole[k])]
     assert not differ, f"{len(differ)} of {len(whole)} tensors differ, e.g. {differ[:3]}"
-    moments = [(s["exp_avg"], w["exp_avg"]) for s, w in zip(split_d["state"].values(), whole_d["state"].values())]
-    assert moments and all(torch.equal(s, w) for s, w in moments)
     rows = [(tmp_path / out / "recolor/metrics.csv").read_text() for out in ("split", "whole")]
     assert rows[0] == rows[1]
-    card = json.loads((tmp_path / "whole/recolor/card.json").read_text())["train"]
-    assert card["threads"] == 1 and card["versions"]["torch"] == torch.__version__
+    card = json.loads((tmp_path / "whole/recolor/card.json").read_text())
+    assert card["train"]["threads"] == 1 and card["train"]["versions"]["torch"] == torch.__version__
+    # the card's metrics are the best weights' on the whole validation split, scored again here in one process
+    from drape_train.config import TrainConfig
+    from drape_train.datasets import NetworkDataset
+
+    conf = TrainConfig.model_validate(card["config"])
+    val = NetworkDataset(str(data), "val", "recolor", seed=conf.schedule.seed + 1, pairs=conf.data.pairs,
+                         magnitude=conf.data.magnitude)
+    assert card["train"]["val_items"] == len(val)
+    again = validate(load_objective(tmp_path / "whole/recolor"), loader(val, conf, False, conf.schedule.seed), "cpu")
+    for k in ("delta_e76", "delta_e2000_mean", "delta_e2000_p95"):
+        assert again[k] == pytest.approx(card["metrics"][k], rel=1e-5), k
+
+
+def test_validation_shares_cover_the_split_once():
+    """Each rank validates its share; together the shares are the split, every item once, however unevenly it
+    divides (DistributedSampler pads 5 items on 2 ranks to 6 with a repeat, which would count one twice)."""
+    from drape_train.train import Share
+
+    for n, size in ((5, 2), (6, 2), (7, 3), (2, 4), (4, 1)):
+        shares = [list(Share(n, rank, size)) for rank in range(size)]
+        assert sorted(i for share in shares for i in share) == list(range(n)), (n, size)
+        assert [len(Share(n, rank, size)) for rank in range(size)] == [len(share) for share in shares]
+    padded = torch.utils.data.DistributedSampler(range(5), num_replicas=2, rank=0, shuffle=False)
+    assert len(padded) * 2 == 6
 
 
 def test_make_trains_on_a_free_rendezvous_port():
@@ -731,3 +782,4 @@ def test_recolor_probe_scores_pairs_from_a_gmm_warp_against_the_exact_ones(tmp_p
     assert gmm_row["mean"] > rows["cells 1/8, exact correspondences, shading from the photo"]["mean"]
     assert main(["--data", str(data), "--gmm", str(ckpt), "--stride", "2"]) == 0
     assert "correspondences from the GMM warp" in capsys.readouterr().out
+

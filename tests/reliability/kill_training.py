@@ -52,7 +52,6 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 
 import yaml
 from rich.console import Console
@@ -284,8 +283,7 @@ def recompute_metrics(net_dir: Path, card_path: Path | None = None, cpus: str | 
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     try:
         with torch.no_grad():
-            return validate(SimpleNamespace(device=torch.device("cpu")), objective,
-                            loader(val, cfg, False, cfg.schedule.seed))
+            return validate(objective, loader(val, cfg, False, cfg.schedule.seed), torch.device("cpu"))
     finally:
         os.sched_setaffinity(0, before)
 

@@ -18,6 +18,10 @@ data stream (the shuffled order is a function of seed and epoch, and every epoch
 the step says how far into which epoch it was), so an interrupted run ends with the weights an uninterrupted one
 would have. --until STEP stops a run after the checkpoint at STEP (a time-limited slot: a preemptible node, a job
 with a deadline); --resume goes on.
+
+Several ranks (`deepspeed --num_gpus N`, or a hostfile): data parallel. batch_size is per rank; validation scores
+each rank's share and every rank summarises the whole split; rank 0's buffers (BatchNorm statistics, what a
+checkpoint holds) go to every rank before each validation; the GAN discriminator's gradients are averaged.
 """
 from __future__ import annotations
 
@@ -34,7 +38,7 @@ import numpy as np
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from torch.utils.tensorboard import SummaryWriter
 
 from drape_train.config import TrainConfig, load_config
@@ -107,10 +111,18 @@ def init_distributed() -> None:
     import deepspeed
     from deepspeed.accelerator import get_accelerator
 
-    if get_accelerator().device_name() == "cpu" and int(os.environ.get("WORLD_SIZE", "1")) == 1:
-        # One CPU rank never all-reduces; skip JIT-compiling DeepSpeed's shared-memory comm op (~80 s cold).
+    if get_accelerator().device_name() == "cpu":
+        # DeepSpeed's shared-memory comm op serves only its inference all-reduce; training's collectives (gradient
+        # all-reduce, ZeRO's reduce-scatter / all-gather, barriers) go through torch.distributed's gloo on any
+        # number of CPU ranks. Skipping it saves JIT-compiling it (~80 s cold).
         deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
     deepspeed.init_distributed()
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size); (0, 1) outside a process group."""
+    dist = torch.distributed
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
 
 
 class EpochOrder(DistributedSampler):
@@ -118,10 +130,9 @@ class EpochOrder(DistributedSampler):
     not of how many epochs this process has drawn, and ``skip`` starts the next epoch that many items in. That is
     what lets --resume hand out the batches an uninterrupted run would have."""
 
-    def __init__(self, ds, shuffle: bool, seed: int):
-        dist = torch.distributed.is_initialized()
-        super().__init__(ds, num_replicas=torch.distributed.get_world_size() if dist else 1,
-                         rank=torch.distributed.get_rank() if dist else 0, shuffle=shuffle, seed=seed)
+    def __init__(self, ds, seed: int):
+        rank, size = world()
+        super().__init__(ds, num_replicas=size, rank=rank, shuffle=True, seed=seed)
         self.skip = 0
 
     def __iter__(self):
@@ -133,9 +144,39 @@ class EpochOrder(DistributedSampler):
         return max(0, super().__len__() - self.skip)
 
 
+class Share(Sampler):
+    """This rank's share of an evaluation split, in order: items rank, rank + N, ... of N ranks, each item on one
+    rank exactly once (DistributedSampler pads a split to a multiple of N with repeats, which would count twice)."""
+
+    def __init__(self, n_items: int, rank: int, size: int):
+        self.items = range(rank, n_items, size)
+
+    def __iter__(self):
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
 def loader(ds, cfg: TrainConfig, shuffle: bool, seed: int) -> DataLoader:
-    return DataLoader(ds, batch_size=cfg.schedule.batch_size, sampler=EpochOrder(ds, shuffle, seed),
-                      drop_last=shuffle, num_workers=0)
+    """Training (shuffle): full batches in EpochOrder. Validation: this rank's Share, the last batch as it falls."""
+    order = EpochOrder(ds, seed) if shuffle else Share(len(ds), *world())
+    return DataLoader(ds, batch_size=cfg.schedule.batch_size, sampler=order, drop_last=shuffle, num_workers=0)
+
+
+def average_gradients(params) -> None:
+    """Mean the gradients of a module trained outside the DeepSpeed engine (the GAN discriminator) over the ranks,
+    as the engine does for its own. Without it each rank's discriminator drifts apart on its own batches, and a
+    checkpoint (rank 0's) resumes every rank into rank 0's."""
+    _, size = world()
+    grads = [p.grad for p in params if p.grad is not None]
+    if size == 1 or not grads:
+        return
+    flat = torch.cat([g.flatten() for g in grads])
+    torch.distributed.all_reduce(flat)
+    flat /= size
+    for g, v in zip(grads, flat.split([g.numel() for g in grads])):
+        g.copy_(v.view_as(g))
 
 
 def to_device(batch: dict, device) -> dict:
@@ -145,21 +186,41 @@ def to_device(batch: dict, device) -> dict:
 PERCENTILES = (50, 90, 95, 99)
 
 
-def validate(engine, objective: Objective, val_loader: DataLoader) -> dict[str, float]:
-    """Mean of per-sample metrics over the split; `px_*` entries are per-pixel pools summarised by percentiles."""
+def broadcast_buffers(module: torch.nn.Module) -> None:
+    """Give every rank rank 0's buffers (BatchNorm running statistics). DeepSpeed syncs gradients, not buffers, so
+    each rank's running statistics follow its own batches; rank 0's are the ones a checkpoint holds and a --resume
+    hands to every rank. Done before each validation: the ranks score their shares with the weights the card and
+    the checkpoint describe, and an interrupted run continues from the state the uninterrupted one had."""
+    if world()[1] > 1:
+        for b in module.buffers():
+            torch.distributed.broadcast(b, src=0)
+
+
+def validate(objective: Objective, val_loader: DataLoader, device) -> dict[str, float]:
+    """Mean of per-sample metrics over the split; `px_*` entries are per-pixel pools summarised by percentiles.
+    Each rank scores its Share and every rank summarises the union, so all ranks hold the same numbers: the best
+    step, the card and early stopping are one decision, not one per rank."""
+    was_training = objective.training
     objective.eval()
-    sums: dict[str, list] = {}
+    pools: dict[str, list] = {}
     for b in val_loader:
-        for k, v in objective.metrics(to_device(b, engine.device)).items():
-            sums.setdefault(k, []).append(v.float().flatten().cpu())
-    objective.train()
+        for k, v in objective.metrics(to_device(b, device)).items():
+            pools.setdefault(k, []).append(v.float().flatten().cpu())
+    objective.train(was_training)
+    pools = {k: torch.cat(v) for k, v in pools.items()}
+    if world()[1] > 1:
+        shares = [None] * world()[1]
+        torch.distributed.all_gather_object(shares, pools)    # a split smaller than the world leaves shares empty
+        pools = {k: torch.cat([share[k] for share in shares if k in share])
+                 for k in dict.fromkeys(k for share in shares for k in share)}
     out = {}
-    for k, v in sums.items():
-        v = torch.cat(v)
+    for k, v in pools.items():
         if k.startswith("px_"):
             name = k[3:]
             out[f"{name}_mean"] = float(v.mean())
-            for q, val in zip(PERCENTILES, torch.quantile(v[:1_000_000], torch.tensor(PERCENTILES) / 100.0)):
+            # numpy: every pixel of the split (torch.quantile stops at 2^24 values, and a prefix would depend on
+            # the order the shares arrive in)
+            for q, val in zip(PERCENTILES, np.percentile(v.numpy(), PERCENTILES)):
                 out[f"{name}_p{q}" if q != 50 else f"{name}_median"] = float(val)
         else:
             out[k] = float(torch.nanmean(v))
@@ -321,6 +382,7 @@ def train_one(config_path: str, args) -> dict:
                 d_opt.zero_grad(set_to_none=True)     # drop the generator pass's gradients on D
                 d_loss = objective.discriminator_loss()
                 d_loss.backward()
+                average_gradients(objective.disc.parameters())
                 d_opt.step()
                 # DeepSpeed clips by the norm over every module parameter, D's included: gradients left on D
                 # would enter the generator's next clipping norm (and a resumed run, which starts without them,
@@ -339,7 +401,8 @@ def train_one(config_path: str, args) -> dict:
                 progress.update(task, info=f"loss {float(loss.detach()):.4f}")
             progress.update(task, completed=step)
             if step % val_every == 0 or step == steps or step == args.until:
-                metrics = validate(engine, objective, val_loader)
+                broadcast_buffers(objective)
+                metrics = validate(objective, val_loader, engine.device)
                 log_rows.append({"step": step, **{f"val_{k}": v for k, v in metrics.items()}})
                 if tb:
                     for k, v in metrics.items():
