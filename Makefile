@@ -19,7 +19,9 @@ REPO      ?= build/model_repository/$(TARGET)
 CONFIGS   := $(foreach n,garment_seg human_parsing gmm tom recolor,training/configs/$(n).yaml)
 # DeepSpeed's rendezvous port: a free one per run (its default, 29500, is taken by any other training on the machine)
 MASTER_PORT ?= $(shell $(PYTHON) -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-DEEPSPEED  = $(VENV)/bin/deepspeed --num_gpus 1 --master_port $(MASTER_PORT)
+RANKS      ?= 1
+TRAIN_ARGS ?=
+DEEPSPEED  = $(VENV)/bin/deepspeed --num_gpus $(RANKS) --master_port $(MASTER_PORT)
 
 # make load: a bounded headless locust run against a running server (never binds a port itself)
 USERS          ?= 4
@@ -36,6 +38,7 @@ BENCH_ARGS     ?=
 help: ## list the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-z-]+:.*## /{printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo "  variables: HTTP_PORT GRPC_PORT METRICS_PORT (serve), TARGET=cpu|gpu (repo), HEIGHT WIDTH, MASTER_PORT (train)"
+	@echo "             RANKS (data-parallel ranks: GPUs, or CPU processes), TRAIN_ARGS (train: e.g. --resume, --until N)"
 	@echo "             USERS SPAWN_RATE DURATION P95_MS TRITON_GRPC_URL TRITON_HTTP_URL (load), BENCH_ARGS (bench)"
 
 $(STAMP): pyproject.toml
@@ -50,7 +53,7 @@ data: $(STAMP) ## generate the default synthetic train/val/test sets into data/s
 	$(PY) -m drape_train.data generate --out $(DATA) --train 1024 --val 64 --test 64 --height $(HEIGHT) --width $(WIDTH)
 
 train: $(STAMP) ## train the five networks with DeepSpeed, default schedule on the default data
-	$(DEEPSPEED) training/drape_train/train.py --config $(CONFIGS) --data $(DATA) --out $(CKPT)
+	$(DEEPSPEED) training/drape_train/train.py --config $(CONFIGS) --data $(DATA) --out $(CKPT) $(TRAIN_ARGS)
 
 export: $(STAMP) ## checkpoints -> ONNX with PyTorch parity check
 	$(PY) -m drape_export onnx --checkpoints $(CKPT) --out $(ONNX)

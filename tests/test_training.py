@@ -783,3 +783,18 @@ def test_recolor_probe_scores_pairs_from_a_gmm_warp_against_the_exact_ones(tmp_p
     assert main(["--data", str(data), "--gmm", str(ckpt), "--stride", "2"]) == 0
     assert "correspondences from the GMM warp" in capsys.readouterr().out
 
+
+def test_make_train_takes_ranks_and_train_args():
+    """`make train RANKS=N TRAIN_ARGS=...`: the launcher starts N data-parallel ranks and train.py gets the extra
+    arguments (an interrupted `make train` goes on with TRAIN_ARGS=--resume)."""
+    import shlex
+
+    from drape_train.train import parse_args
+
+    plan = subprocess.run(["make", "-n", "train", "RANKS=2", "TRAIN_ARGS=--resume --until 400"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60).stdout
+    (line,) = [ln for ln in plan.splitlines() if "deepspeed" in ln and "train.py" in ln]
+    words = shlex.split(line)
+    assert words[words.index("--num_gpus") + 1] == "2"
+    args = parse_args(words[next(i for i, w in enumerate(words) if w.endswith("train.py")) + 1:])
+    assert args.resume and args.until == 400 and len(args.config) == 5
