@@ -35,6 +35,8 @@ def test_every_network_has_a_valid_config():
         names.add(cfg.network)
         assert ds["gradient_clipping"] > 0 and ds["zero_optimization"]["stage"] in (0, 1, 2)
         assert ds["optimizer"]["params"].get("torch_adam") is True, "FusedAdam would JIT-compile on CPU"
+        assert ds["torch_autocast"] == {"enabled": "auto", "dtype": "bfloat16"}
+        assert ds["bf16"]["enabled"] is False and ds["fp16"]["enabled"] is False
     assert names == set(NETWORKS) | set(RESEARCH_NETWORKS)
 
 
@@ -51,6 +53,23 @@ def test_yaml_schedule_wins_over_the_ds_config_and_says_so():
     resolved, overridden = resolve_ds_config(ds, cfg, 100)
     assert resolved["optimizer"]["params"]["lr"] == cfg.schedule.lr
     assert len(overridden) == 1 and "optimizer.params.lr=0.0005" in overridden[0]
+
+
+def test_mixed_precision_is_autocast_bfloat16_where_the_gpu_has_it():
+    """torch_autocast "auto" resolves to bfloat16 on a GPU that has it and to float32 elsewhere (this CPU: off);
+    DeepSpeed's bf16 / fp16 modes, which cast the module itself, are refused with the reason and the fix (they
+    crashed at the first convolution: float32 batch, bfloat16 weights)."""
+    from drape_train.train import resolve_ds_config
+
+    cfg, ds = load_config(ROOT / "training/configs/recolor.yaml")
+    resolved, _ = resolve_ds_config(ds, cfg, 100)
+    gpu_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    assert resolved["torch_autocast"] == {"enabled": gpu_bf16, "dtype": "bfloat16"}
+    assert ds["torch_autocast"]["enabled"] == "auto"                 # the caller's dict is left alone
+    for key in ("bf16", "fp16"):
+        for value in (True, "auto"):
+            with pytest.raises(SystemExit, match=rf'recolor: ds_config {key}.enabled is .*"torch_autocast"'):
+                resolve_ds_config({**ds, key: {"enabled": value}}, cfg, 100)
 
 
 @pytest.mark.parametrize("name,kw", [(n, {}) for n in NETWORKS]
@@ -94,14 +113,16 @@ def test_export_uses_only_tensorrt_ops_and_matches_pytorch(name, kw, tmp_path):
     assert max(float(np.abs(g - r.numpy()).max()) for g, r in zip(got, ref)) <= 1e-3
 
 
-def _deepspeed_train(cfg: Path, data: Path, out: Path, *extra: str, ranks: int = 1) -> subprocess.CompletedProcess:
+def _deepspeed_train(cfg: Path | list[Path], data: Path, out: Path, *extra: str,
+                     ranks: int = 1) -> subprocess.CompletedProcess:
     """train.py under the real `deepspeed` launcher, on a free rendezvous port (DeepSpeed's default 29500 is taken
     by any other training run on the machine). `ranks` > 1: that many CPU ranks, data parallel over gloo."""
     from drape_serving.server import free_port
 
+    configs = [str(c) for c in (cfg if isinstance(cfg, list) else [cfg])]
     launcher = str(Path(sys.executable).parent / "deepspeed")
     cmd = [launcher, "--num_gpus", str(ranks), "--master_port", str(free_port()),
-           str(ROOT / "training/drape_train/train.py"), "--config", str(cfg), "--data", str(data), "--out", str(out),
+           str(ROOT / "training/drape_train/train.py"), "--config", *configs, "--data", str(data), "--out", str(out),
            *extra]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=dict(os.environ, PYTHONUNBUFFERED="1"))
 
@@ -231,6 +252,36 @@ def test_an_interrupted_run_resumes_into_the_uninterrupted_one(tmp_path, ranks, 
         assert again[k] == pytest.approx(card["metrics"][k], rel=1e-5), k
 
 
+@pytest.mark.slow
+def test_every_family_trains_under_bfloat16_autocast_and_zero2(tmp_path):
+    """What "auto" turns on on a GPU with bfloat16 (torch_autocast) with ZeRO-2, all five families through the real
+    launcher on this CPU's bfloat16 autocast: each trains, validates, checkpoints (an optimizer partition per
+    rank) and writes float32 weights.pt, and its card says the network ran under bfloat16 autocast."""
+    from drape_train.data.layout import write_dataset
+
+    data = tmp_path / "data"
+    write_dataset(data, {"train": 2, "val": 1, "test": 1}, seed=3, height=256, width=192, workers=1)
+    families = ("garment_seg", "human_parsing", "gmm", "tom", "recolor")   # tom trains on this run's gmm
+    for name in families:
+        (tmp_path / f"{name}.yaml").write_text((ROOT / f"training/configs/{name}.yaml").read_text()
+                                               + "schedule: {val_every: 2, batch_size: 2}\n")
+        ds = json.loads((ROOT / f"training/configs/{name}.ds.json").read_text())
+        ds["torch_autocast"]["enabled"] = True     # "auto" resolves to off without a GPU
+        ds["zero_optimization"]["stage"] = 2
+        (tmp_path / f"{name}.ds.json").write_text(json.dumps(ds))
+    out = tmp_path / "ckpt"
+    done = _deepspeed_train([tmp_path / f"{n}.yaml" for n in families], data, out, "--steps", "2")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for name in families:
+        card = json.loads((out / name / "card.json").read_text())
+        assert card["train"]["precision"] == "bfloat16 autocast", name
+        assert card["train"]["deepspeed"]["zero_optimization"]["stage"] == 2
+        weights = torch.load(out / name / "weights.pt", weights_only=True)
+        assert {t.dtype for t in weights.values() if t.is_floating_point()} == {torch.float32}, name
+        assert list((out / name / "ds/step2").glob("zero_pp_rank_0_*optim_states.pt")), name
+        assert f"{name}: bfloat16 autocast on cpu" in done.stdout
+
+
 def test_validation_shares_cover_the_split_once():
     """Each rank validates its share; together the shares are the split, every item once, however unevenly it
     divides (DistributedSampler pads 5 items on 2 ranks to 6 with a repeat, which would count one twice)."""
@@ -273,6 +324,44 @@ def _batch(network: str, tmp_path: Path, n: int = 2) -> dict:
         write_dataset(data, {"train": 2, "val": 1, "test": 1}, seed=5, height=256, width=192, workers=1)
     ds = NetworkDataset(str(data), "train", network)
     return torch.utils.data.default_collate([ds[i] for i in range(n)])
+
+
+@pytest.mark.parametrize("network", NETWORKS)
+def test_autocast_runs_the_network_in_bfloat16_and_the_rest_in_float32(network, tmp_path):
+    """Mixed precision as the GPU runs it (ds_config torch_autocast), here on the CPU's bfloat16 autocast: the
+    network's convolutions compute in bfloat16; its outputs come back float32 and the losses, the TPS grid and the
+    GAN discriminator stay float32; gradients land on float32 weights; the loss is the float32 one up to rounding."""
+    from drape_train.objectives import Objective
+
+    cfg, _ = load_config(ROOT / f"training/configs/{network}.yaml")
+    if network in ("tom", "recolor"):
+        cfg.loss.gan = 0.1
+    torch.manual_seed(0)
+    obj = Objective(cfg)
+    b = _batch(network, tmp_path)
+    seen: dict[str, set] = {"net": set(), "disc": set()}
+    for part in seen:
+        for m in getattr(obj, part).modules() if getattr(obj, part) is not None else ():
+            if isinstance(m, torch.nn.Conv2d):
+                m.register_forward_hook(lambda _m, _i, out, part=part: seen[part].add(out.dtype))
+    ref, _ = obj(b)
+    assert seen["net"] == {torch.float32}
+    seen["net"].clear(), seen["disc"].clear()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, logs = obj(b)
+        assert torch.is_autocast_enabled("cpu")                   # the caller's autocast is left as it was
+    assert seen["net"] == {torch.bfloat16}, seen
+    assert seen["disc"] == ({torch.float32} if obj.disc is not None else set())
+    assert loss.dtype == torch.float32 and all(v.dtype == torch.float32 for v in logs.values())
+    assert float(loss.detach()) == pytest.approx(float(ref.detach()), rel=0.05)
+    assert float(loss.detach()) != float(ref.detach())             # it did round somewhere
+    loss.backward()
+    grads = [p.grad for p in obj.generator_parameters() if p.grad is not None]
+    assert grads and all(g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads)
+    if network == "gmm":
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            grid = obj.net.grid(torch.zeros(1, obj.net.kernel.shape[1], 2))
+        assert grid.dtype == torch.float32
 
 
 def test_gmm_flow_term_supervises_the_tps_grid_where_the_data_has_an_exact_warp(tmp_path):

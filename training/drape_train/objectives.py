@@ -114,6 +114,7 @@ class Objective(nn.Module):
             cond = 3 + 20 + 3 + 1 if self.name == "tom" else 3 + 3
             self.disc = PatchDiscriminator(cond + 3)
         self._gan_cache: tuple | None = None
+        self._amp: torch.dtype | None = None  # the autocast dtype forward() runs the network in (None: float32)
         self._warper: list[nn.Module] = []   # tom with data.warps = gmm: the frozen GMM (a list: not a submodule)
 
     def attach_warper(self, gmm: nn.Module) -> None:
@@ -172,10 +173,25 @@ class Objective(nn.Module):
         return b["on_model"], b["still"], labels_to_logits(b["parse"]), mask_to_logits(b["still_mask"])
 
     def forward(self, b: dict) -> tuple[torch.Tensor, dict]:
+        """Loss and its terms for one batch. Under the engine's autocast (ds_config `torch_autocast`) the network
+        runs in the lower precision and everything else in float32: its outputs are cast up and autocast is off
+        for the losses (colour differences, SSIM, the TPS grid, the perceptual and adversarial terms)."""
+        device = next(iter(b.values())).device.type
+        self._amp = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+        with torch.autocast(device, enabled=False):
+            return self._forward(b, device)
+
+    def _run(self, fn, device: str, *args):
+        """``fn`` (the network or one of its stages) under the autocast forward() found, outputs in float32."""
+        with torch.autocast(device, dtype=self._amp or torch.bfloat16, enabled=self._amp is not None):
+            out = fn(*args)
+        return tuple(o if o is None else o.float() for o in out) if isinstance(out, tuple) else out.float()
+
+    def _forward(self, b: dict, device: str) -> tuple[torch.Tensor, dict]:
         w = self.cfg.loss
         b = self.with_warps(b)
         if self.name in ("garment_seg", "onmodel_seg"):
-            logits = self.net(*self.inputs(b))
+            logits = self._run(self.net, device, *self.inputs(b))
             prob, m = torch.sigmoid(logits), b["mask"]
             bce = F.binary_cross_entropy_with_logits(logits, m)
             dice = dice_loss(prob, m)
@@ -188,14 +204,14 @@ class Objective(nn.Module):
                     loss = loss + weight * logs[name]
             return loss, logs
         if self.name == "human_parsing":
-            logits = self.net(b["image"])
+            logits = self._run(self.net, device, b["image"])
             ce = F.cross_entropy(logits, b["parse"])
             onehot = F.one_hot(b["parse"], NUM_LABELS).permute(0, 3, 1, 2).float()
             dice = dice_loss(torch.softmax(logits, 1), onehot)
             return ce + w.dice * dice, {"ce": ce, "dice": dice}
         if self.name == "gmm":
             args = self.inputs(b)
-            points, rgb, tps_mask, gate_logits, served = self.net.warp(*args)
+            points, rgb, tps_mask, gate_logits, served = self._run(self.net.warp, device, *args)
             l1 = masked_l1(rgb, b["target"], b["target_mask"] + tps_mask.detach())
             # The mask terms score the TPS mask on its own, and the gated one as well when there is a gate: scored
             # only through the gate, the warp learns to cover everything and leave the cutting to it (val TPS IoU
@@ -220,7 +236,7 @@ class Objective(nn.Module):
             return loss, logs
         if self.name == "tom":
             ins = self.inputs(b)
-            tryon, edit, rendered, m = self.net.render(*ins)
+            tryon, edit, rendered, m = self._run(self.net.render, device, *ins)
             served = served_tryon(tryon, edit, b["person"])              # the loss sees what users get
             l1 = F.l1_loss(served, b["target"])
             l1_render = masked_l1(rendered, b["target"], edit)             # the render matters where it is used
@@ -228,7 +244,7 @@ class Objective(nn.Module):
             extra, logs = self._image_terms(served, b["target"], torch.cat(ins, 1))
             loss = w.l1 * (l1 + 0.5 * l1_render) + w.mask * mask_reg + extra
             return loss, {"l1": l1, "l1_render": l1_render, **logs}
-        out, _ = self.net(*self.inputs(b))
+        out, _ = self._run(self.net, device, *self.inputs(b))
         gm = b["garment_mask"]
         l1 = masked_l1(out, b["target"], gm)
         de = (delta_e76(out, b["target"]) * gm).sum() / (gm.sum() + 1e-6)

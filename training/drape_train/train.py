@@ -83,7 +83,8 @@ def seed_everything(seed: int) -> None:
 
 
 def resolve_ds_config(ds: dict, cfg: TrainConfig, steps: int) -> tuple[dict, list[str]]:
-    """Fill the run-dependent parts of a ds_config: batch, lr, schedule length, and bf16 'auto' (on only on CUDA).
+    """Fill the run-dependent parts of a ds_config: batch, lr, schedule length, and torch_autocast 'auto' (bfloat16
+    where the GPU supports it, else float32). DeepSpeed's bf16 / fp16 modes are refused with the reason.
 
     The YAML's `schedule` is the one place for batch, lr and warmup: where the ds_config says otherwise, the YAML
     wins and the second return value says so (a user who edits only the JSON would otherwise replay the default)."""
@@ -102,8 +103,16 @@ def resolve_ds_config(ds: dict, cfg: TrainConfig, steps: int) -> tuple[dict, lis
         sched["total_num_steps"] = steps
         sched["warmup_num_steps"] = min(cfg.schedule.warmup_steps, max(1, steps // 5))
     for key in ("bf16", "fp16"):
-        if ds.get(key, {}).get("enabled") == "auto":
-            ds[key]["enabled"] = bool(torch.cuda.is_available() and (key == "fp16" or torch.cuda.is_bf16_supported()))
+        if ds.get(key, {}).get("enabled", False) is not False:
+            raise SystemExit(
+                f"{cfg.network}: ds_config {key}.enabled is {ds[key]['enabled']!r}: DeepSpeed's {key} mode casts the "
+                f"whole module to {key} (the float32 batches, the TPS basis, BatchNorm statistics, the GAN "
+                f"discriminator under its own AdamW, weights.pt for export); mixed precision here is "
+                f'"torch_autocast": {{"enabled": "auto", "dtype": "bfloat16"}} with "{key}": {{"enabled": false}}')
+    amp = ds.get("torch_autocast", {})
+    if amp.get("enabled") == "auto":   # bfloat16 where the GPU has it; float32 on CPUs and older GPUs
+        amp["enabled"] = bool(torch.cuda.is_available() and amp.get("dtype") in ("bfloat16", "bf16")
+                              and torch.cuda.is_bf16_supported())
     return ds, overridden
 
 
@@ -329,6 +338,11 @@ def train_one(config_path: str, args) -> dict:
         console.print(f"[yellow]{cfg.network}[/]: {line} (set schedule.* in the YAML instead)")
     engine, _, _, _ = deepspeed.initialize(model=objective, model_parameters=objective.generator_parameters(),
                                            config=ds_cfg)
+    precision = (f"{str(engine.torch_autocast_dtype()).removeprefix('torch.')} autocast"
+                 if engine.torch_autocast_enabled() else "float32")
+    console.print(f"[bold]{cfg.network}[/]: {precision} on {engine.device}"
+                  + (" (the network; weights, optimizer, losses and validation in float32)" if precision != "float32"
+                     else ""))
     d_opt = None
     if objective.disc is not None:   # the optional PatchGAN discriminator trains beside the engine, plain AdamW
         d_opt = torch.optim.AdamW(objective.disc.parameters(), lr=cfg.loss.gan_lr, betas=(0.5, 0.999))
@@ -418,6 +432,9 @@ def train_one(config_path: str, args) -> dict:
                             "steps": steps, "best_step": step, "seed": cfg.schedule.seed, "quick": args.quick,
                             "val_items": len(val_ds),
                             "dataset": cfg.data.root, "wall_s": round(time.time() - t0, 1),
+                            # what the network's forward ran under (the objective saw it), not what was asked
+                            "precision": (f"{str(objective._amp).removeprefix('torch.')} autocast"
+                                          if objective._amp else "float32"),
                             "deepspeed": ds_cfg, "device": str(engine.device),
                             # what a bit-for-bit rerun needs besides seed, config and data: on a CPU the float
                             # reductions' order follows the thread count

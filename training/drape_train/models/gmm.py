@@ -141,7 +141,10 @@ class GMM(nn.Module):
         return cs[:, None] + (self.base - ct[:, None]) * (ss / st)[:, None]
 
     def grid(self, points: torch.Tensor) -> torch.Tensor:
-        return torch.matmul(self.kernel, points).reshape(-1, self.height, self.width, 2)
+        # float32 under autocast too: in bfloat16 (8-bit mantissa) the sampling coordinates would be off by up to
+        # half a pixel at 256 px
+        with torch.autocast(points.device.type, enabled=False):
+            return torch.matmul(self.kernel, points.float()).reshape(-1, self.height, self.width, 2)
 
     def warp(self, parsing_logits, garment, garment_mask_logits):
         """(control points, warped still [B,3,H,W], TPS-warped mask, gate logits or None, served mask)."""
