@@ -1,6 +1,7 @@
 """Training side: configs validate, every network exports to TensorRT-friendly ONNX, DeepSpeed trains and resumes."""
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -235,8 +236,10 @@ def test_an_interrupted_run_resumes_into_the_uninterrupted_one(tmp_path, ranks, 
         assert sum(k.startswith(f"zero_pp_rank_{ranks - 1}_") for k in whole), "no optimizer partition per rank"
     differ = [k for k in whole if not torch.equal(split[k], whole[k])]
     assert not differ, f"{len(differ)} of {len(whole)} tensors differ, e.g. {differ[:3]}"
-    rows = [(tmp_path / out / "recolor/metrics.csv").read_text() for out in ("split", "whole")]
-    assert rows[0] == rows[1]
+    rows = [list(csv.DictReader((tmp_path / out / "recolor/metrics.csv").open())) for out in ("split", "whole")]
+    seconds = [float(r.pop("s_per_step")) for table in rows for r in table if r.get("s_per_step")]
+    assert rows[0] == rows[1]                     # every logged number but the step times
+    assert len(seconds) == 2 and all(s > 0 for s in seconds)   # the step-6 row of each: training seconds per step
     card = json.loads((tmp_path / "whole/recolor/card.json").read_text())
     assert card["train"]["threads"] == 1 and card["train"]["versions"]["torch"] == torch.__version__
     # the card's metrics are the best weights' on the whole validation split, scored again here in one process
@@ -887,3 +890,50 @@ def test_make_train_takes_ranks_and_train_args():
     assert words[words.index("--num_gpus") + 1] == "2"
     args = parse_args(words[next(i for i, w in enumerate(words) if w.endswith("train.py")) + 1:])
     assert args.resume and args.until == 400 and len(args.config) == 5
+
+
+def test_step_time_benchmark_changes_only_precision_and_zero(tmp_path):
+    """The step-time benchmark's settings: the shipped config of each family with the precision and ZeRO stage
+    asked for, validation once at the end, no early stop; tom warps with the exact flow when no gmm is trained."""
+    sys.path.insert(0, str(ROOT / "training/benchmarks"))
+    import step_time
+    from drape_train.train import resolve_ds_config
+
+    for setting, amp, zero in (("fp32:0", False, 0), ("bf16:2", True, 2)):
+        for path in step_time.write_configs(tmp_path / setting, ["gmm", "tom"], setting, 300):
+            cfg, ds = load_config(path)
+            shipped, shipped_ds = load_config(ROOT / f"training/configs/{path.name}")
+            assert ds["torch_autocast"] == {"enabled": amp, "dtype": "bfloat16"}
+            assert ds["zero_optimization"]["stage"] == zero
+            assert cfg.schedule.val_every == 300 and cfg.schedule.early_stop_patience == 0
+            assert cfg.model == shipped.model and cfg.loss == shipped.loss and cfg.data == shipped.data
+            assert resolve_ds_config(ds, cfg, 300)[0]["torch_autocast"]["enabled"] is amp
+            assert {k: v for k, v in ds.items() if k not in ("torch_autocast", "zero_optimization")} == \
+                {k: v for k, v in shipped_ds.items() if k not in ("torch_autocast", "zero_optimization")}
+    (alone,) = step_time.write_configs(tmp_path / "alone", ["tom"], "fp32:0", 300)
+    assert load_config(alone)[0].data.warps == "exact"
+    with pytest.raises(SystemExit):
+        step_time.parse_args(["--settings", "bf16", "--data", str(tmp_path)])
+
+
+@pytest.mark.slow
+def test_step_time_benchmark_runs_and_reports_both_settings(tmp_path):
+    """A short real run: both settings train through the launcher, every family gets a time per step from
+    train.py's own s_per_step rows, the bf16 card says autocast, and the JSON and the plot are written."""
+    from drape_train.data.layout import write_dataset
+
+    data = tmp_path / "data"
+    write_dataset(data, {"train": 4, "val": 1, "test": 1}, seed=3, height=256, width=192, workers=1)
+    out = tmp_path / "bench"
+    done = subprocess.run([sys.executable, str(ROOT / "training/benchmarks/step_time.py"), "--steps", "20",
+                           "--families", "garment_seg", "--data", str(data), "--out", str(out)],
+                          capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads((out / "step_time.json").read_text())
+    rows = {r["setting"]: r for r in report["results"]}
+    assert set(rows) == {"fp32:0", "bf16:2"}
+    assert rows["fp32:0"]["precision"] == "float32" and rows["bf16:2"]["precision"] == "bfloat16 autocast"
+    assert rows["bf16:2"]["zero"] == 2 and rows["fp32:0"]["ratio"] == 1.0
+    assert all(r["rows"] == 1 and r["s_per_step"] > 0 and 0 <= r["val"] <= 1 and r["metric"] == "iou"
+               for r in rows.values())
+    assert (out / "step_time.png").read_bytes()[:4] == b"\x89PNG"

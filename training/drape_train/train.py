@@ -387,6 +387,7 @@ def train_one(config_path: str, args) -> dict:
             TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*cols, console=console, disable=not rank0, transient=False) as progress:
         task = progress.add_task("train", total=steps, completed=step, info="")
+        tick, tick_step = time.time(), step   # s_per_step: training steps only (validation and saving restart it)
         while step < steps:
             batch = to_device(next(it), engine.device)
             loss, logs = engine(batch)
@@ -407,6 +408,7 @@ def train_one(config_path: str, args) -> dict:
             if step % 10 == 0 or step == steps:
                 row = {"step": step, "loss": float(loss.detach()), "lr": engine.get_lr()[0],
                        **{k: float(v.detach()) for k, v in logs.items()}}
+                row["s_per_step"], tick, tick_step = (time.time() - tick) / (step - tick_step), time.time(), step
                 log_rows.append(row)
                 if tb:
                     for k, v in row.items():
@@ -460,6 +462,7 @@ def train_one(config_path: str, args) -> dict:
                 if step == args.until and step < steps:
                     console.print(f"{cfg.network}: stopped at step {step} of {steps} (--until); --resume continues")
                     break
+                tick, tick_step = time.time(), step
     wall = time.time() - t0
     if rank0:
         tb.close()
