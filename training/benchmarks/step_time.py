@@ -23,7 +23,6 @@ import csv
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,8 @@ import time
 from pathlib import Path
 
 import yaml
+
+from drape_serving.server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 FAMILIES = ("garment_seg", "human_parsing", "gmm", "tom", "recolor")   # tom after the gmm it trains on
@@ -77,12 +78,6 @@ def write_configs(folder: Path, families, setting: str, steps: int) -> list[Path
         (folder / f"{name}.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
         paths.append(folder / f"{name}.yaml")
     return paths
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_setting(folder: Path, configs: list[Path], args) -> None:

@@ -116,6 +116,11 @@ def resolve_ds_config(ds: dict, cfg: TrainConfig, steps: int) -> tuple[dict, lis
     return ds, overridden
 
 
+def precision_name(autocast_dtype: torch.dtype | None) -> str:
+    """How cards and logs name a precision: "bfloat16 autocast", or "float32" without autocast."""
+    return f"{str(autocast_dtype).removeprefix('torch.')} autocast" if autocast_dtype else "float32"
+
+
 def init_distributed() -> None:
     import deepspeed
     from deepspeed.accelerator import get_accelerator
@@ -217,8 +222,8 @@ def validate(objective: Objective, val_loader: DataLoader, device) -> dict[str, 
             pools.setdefault(k, []).append(v.float().flatten().cpu())
     objective.train(was_training)
     pools = {k: torch.cat(v) for k, v in pools.items()}
-    if world()[1] > 1:
-        shares = [None] * world()[1]
+    if (size := world()[1]) > 1:
+        shares = [None] * size
         torch.distributed.all_gather_object(shares, pools)    # a split smaller than the world leaves shares empty
         pools = {k: torch.cat([share[k] for share in shares if k in share])
                  for k in dict.fromkeys(k for share in shares for k in share)}
@@ -338,8 +343,7 @@ def train_one(config_path: str, args) -> dict:
         console.print(f"[yellow]{cfg.network}[/]: {line} (set schedule.* in the YAML instead)")
     engine, _, _, _ = deepspeed.initialize(model=objective, model_parameters=objective.generator_parameters(),
                                            config=ds_cfg)
-    precision = (f"{str(engine.torch_autocast_dtype()).removeprefix('torch.')} autocast"
-                 if engine.torch_autocast_enabled() else "float32")
+    precision = precision_name(engine.torch_autocast_dtype() if engine.torch_autocast_enabled() else None)
     console.print(f"[bold]{cfg.network}[/]: {precision} on {engine.device}"
                   + (" (the network; weights, optimizer, losses and validation in float32)" if precision != "float32"
                      else ""))
@@ -435,8 +439,7 @@ def train_one(config_path: str, args) -> dict:
                             "val_items": len(val_ds),
                             "dataset": cfg.data.root, "wall_s": round(time.time() - t0, 1),
                             # what the network's forward ran under (the objective saw it), not what was asked
-                            "precision": (f"{str(objective._amp).removeprefix('torch.')} autocast"
-                                          if objective._amp else "float32"),
+                            "precision": precision_name(objective._amp),
                             "deepspeed": ds_cfg, "device": str(engine.device),
                             # what a bit-for-bit rerun needs besides seed, config and data: on a CPU the float
                             # reductions' order follows the thread count
