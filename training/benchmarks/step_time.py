@@ -1,4 +1,4 @@
-"""Training step time per family, float32 against bfloat16 autocast + ZeRO-2, side by side in one run.
+"""Training step time per family, float32 against bfloat16 / float16 autocast and ZeRO stages, side by side.
 
     python training/benchmarks/step_time.py --steps 300                    # the five families, this machine
     python training/benchmarks/step_time.py --steps 40 --families recolor gmm --out build/bench/step_time_cpu
@@ -10,8 +10,10 @@ default schedule does). The time per step is train.py's own `s_per_step` (metric
 steps only, validation and checkpoints excluded); the first row (start-up, allocator and kernel warm-up) is
 dropped and the median of the rest is reported, with items per second (batch x ranks / s), each setting's
 ratio to the first one, and the validation metric the run reached (a short run's, for a precision that
-trains as well as float32 does, not a quality number). Settings are `precision:zero stage` pairs; precision is `fp32` or `bf16` (DeepSpeed's
-torch_autocast in bfloat16, what `"auto"` turns on on a GPU that has it).
+trains as well as float32 does, not a quality number). Settings are `precision:zero stage` pairs; precision is
+`fp32`, `bf16` (DeepSpeed's torch_autocast in bfloat16, what `"auto"` turns on on a GPU that has it) or `fp16`
+(torch_autocast in float16 with DeepSpeed's dynamic loss scale, what `"auto"` turns on on older GPUs; ZeRO 0 only,
+see train.resolve_autocast).
 
 On the GPU machine this is the issue's "a few hundred steps with bf16 and ZeRO-2, step time vs CPU": run it there
 and here with the same --steps and compare the fp32 rows. Writes `<out>/step_time.json` and `<out>/step_time.png`.
@@ -35,6 +37,7 @@ from drape_serving.server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 FAMILIES = ("garment_seg", "human_parsing", "gmm", "tom", "recolor")   # tom after the gmm it trains on
+AUTOCAST = {"fp32": None, "bf16": "bfloat16", "fp16": "float16"}      # --settings precision -> torch_autocast dtype
 
 
 def parse_args(argv=None):
@@ -42,7 +45,8 @@ def parse_args(argv=None):
     ap.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES,
                     help="networks to time (default: all five)")
     ap.add_argument("--settings", nargs="+", default=["fp32:0", "bf16:2"], metavar="PRECISION:ZERO",
-                    help="precision (fp32 | bf16) and ZeRO stage (0-2) per setting; ratios are to the first "
+                    help="precision (fp32 | bf16 | fp16) and ZeRO stage (0-2; fp16: 0) per setting; ratios are "
+                         "to the first "
                          "(default: %(default)s)")
     ap.add_argument("--steps", type=int, default=300, help="training steps per family and setting (default: 300)")
     ap.add_argument("--ranks", type=int, default=1, help="data-parallel ranks (GPUs; CPU processes here)")
@@ -51,8 +55,11 @@ def parse_args(argv=None):
     args = ap.parse_args(argv)
     for s in args.settings:
         precision, _, zero = s.partition(":")
-        if precision not in ("fp32", "bf16") or zero not in ("0", "1", "2"):
-            ap.error(f"--settings {s!r}: want fp32 or bf16, a colon and a ZeRO stage 0-2 (e.g. bf16:2)")
+        if precision not in AUTOCAST or zero not in ("0", "1", "2"):
+            ap.error(f"--settings {s!r}: want fp32, bf16 or fp16, a colon and a ZeRO stage 0-2 (e.g. bf16:2)")
+        if precision == "fp16" and zero != "0":
+            ap.error(f"--settings {s!r}: float16 autocast trains with ZeRO stage 0 only (DeepSpeed's float16 loss "
+                     "scaling is broken under ZeRO 1-2; train.resolve_autocast refuses it)")
     if args.steps < 20:
         ap.error(f"--steps {args.steps}: at least 20 (a time is logged every 10 steps and the first is dropped)")
     if not (Path(args.data) / "dataset.json").is_file():
@@ -68,7 +75,8 @@ def write_configs(folder: Path, families, setting: str, steps: int) -> list[Path
     for name in families:
         cfg = yaml.safe_load((ROOT / f"training/configs/{name}.yaml").read_text())
         ds = json.loads((ROOT / "training/configs" / cfg["deepspeed"]).read_text())
-        ds["torch_autocast"] = {"enabled": precision == "bf16", "dtype": "bfloat16"}
+        ds["torch_autocast"] = {"enabled": AUTOCAST[precision] is not None,
+                                "dtype": AUTOCAST[precision] or "bfloat16"}
         ds["zero_optimization"]["stage"] = int(zero)
         cfg["deepspeed"] = f"{name}.ds.json"
         cfg.setdefault("schedule", {}).update(val_every=steps, early_stop_patience=0)
@@ -92,9 +100,11 @@ def run_setting(folder: Path, configs: list[Path], args) -> None:
         raise SystemExit(f"{folder.name}: training failed (exit {done.returncode}); {log}:\n" + "\n".join(tail))
 
 
-def step_times(net_dir: Path) -> list[float]:
+def step_times(net_dir: Path) -> tuple[list[float], int | None]:
+    """train.py's seconds per step, every 10 steps, and (float16) how many steps the loss scale skipped."""
     rows = list(csv.DictReader((net_dir / "metrics.csv").open()))
-    return [float(r["s_per_step"]) for r in rows if r.get("s_per_step")]
+    skipped = [int(r["skipped_steps"]) for r in rows if r.get("skipped_steps")]
+    return [float(r["s_per_step"]) for r in rows if r.get("s_per_step")], sum(skipped) if skipped else None
 
 
 def main(argv=None) -> None:
@@ -114,25 +124,27 @@ def main(argv=None) -> None:
         run_setting(folder, configs, args)
         for name in args.families:
             card = json.loads((folder / "ckpt" / name / "card.json").read_text())
-            times = step_times(folder / "ckpt" / name)[1:]
+            times, skipped = step_times(folder / "ckpt" / name)
+            times = times[1:]
             batch = card["config"]["schedule"]["batch_size"]
             results.append({"family": name, "setting": setting, "precision": card["train"]["precision"],
                             "zero": card["train"]["deepspeed"]["zero_optimization"]["stage"],
                             "device": card["train"]["device"], "s_per_step": statistics.median(times),
                             "items_per_s": batch * args.ranks / statistics.median(times), "rows": len(times),
                             "batch_per_rank": batch, "metric": card["config"]["metric"],
-                            "val": card["metrics"][card["config"]["metric"]]})
+                            "val": card["metrics"][card["config"]["metric"]], "skipped_steps": skipped})
         console.print(f"  {time.time() - t0:.0f} s")
     first = {r["family"]: r["s_per_step"] for r in results if r["setting"] == args.settings[0]}
     table = Table(title=f"s per training step, median of {results[0]['rows']} x 10-step windows "
                         f"({args.ranks} rank(s), {results[0]['device']})")
     for col in ("family", "setting", "precision", "ms/step", "items/s", f"vs {args.settings[0]}",
-                f"val metric at step {args.steps}"):
+                f"val metric at step {args.steps}", "skipped (fp16)"):
         table.add_column(col, justify="left" if col in ("family", "setting", "precision") else "right")
     for r in results:
         r["ratio"] = r["s_per_step"] / first[r["family"]]
         table.add_row(r["family"], r["setting"], r["precision"], f"{1000 * r['s_per_step']:.1f}",
-                      f"{r['items_per_s']:.1f}", f"{r['ratio']:.2f}x", f"{r['metric']} {r['val']:.4f}")
+                      f"{r['items_per_s']:.1f}", f"{r['ratio']:.2f}x", f"{r['metric']} {r['val']:.4f}",
+                      "-" if r["skipped_steps"] is None else str(r["skipped_steps"]))
     console.print(table)
     meta = {"steps": args.steps, "ranks": args.ranks, "settings": args.settings, "data": args.data,
             "host": platform.node(), "cpus": os.cpu_count(), "command": " ".join(sys.argv)}

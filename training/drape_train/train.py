@@ -13,11 +13,11 @@ weights.pt and card.json are renamed in as a pair (--resume completes a pair a k
 written before the DeepSpeed checkpoint (--resume drops rows past it), ds/latest is renamed in once its tag is
 complete. tests/reliability/kill_training.py kills runs at random moments to prove it.
 
---resume continues exactly where the checkpoint was written: weights, optimizer, LR schedule, best-so-far, and the
-data stream (the shuffled order is a function of seed and epoch, and every epoch is the same number of steps, so
-the step says how far into which epoch it was), so an interrupted run ends with the weights an uninterrupted one
-would have. --until STEP stops a run after the checkpoint at STEP (a time-limited slot: a preemptible node, a job
-with a deadline); --resume goes on.
+--resume continues exactly where the checkpoint was written: weights, optimizer, LR schedule, best-so-far, the
+float16 loss scale (DeepSpeed's checkpoint leaves it out), and the data stream (the shuffled order is a function of
+seed and epoch, and every epoch is the same number of steps, so the step says how far into which epoch it was), so
+an interrupted run ends with the weights an uninterrupted one would have. --until STEP stops a run after the
+checkpoint at STEP (a time-limited slot: a preemptible node, a job with a deadline); --resume goes on.
 
 Several ranks (`deepspeed --num_gpus N`, or a hostfile): data parallel. batch_size is per rank; validation scores
 each rank's share and every rank summarises the whole split; rank 0's buffers (BatchNorm statistics, what a
@@ -83,17 +83,19 @@ def seed_everything(seed: int) -> None:
 
 
 def resolve_ds_config(ds: dict, cfg: TrainConfig, steps: int) -> tuple[dict, list[str]]:
-    """Fill the run-dependent parts of a ds_config: batch, lr, schedule length, and torch_autocast 'auto' (bfloat16
-    where the GPU supports it, else float32). DeepSpeed's bf16 / fp16 modes are refused with the reason.
+    """Fill the run-dependent parts of a ds_config: batch, lr, schedule length, and torch_autocast's "auto"s
+    (`resolve_autocast`). DeepSpeed's bf16 / fp16 modes are refused with the reason.
 
     The YAML's `schedule` is the one place for batch, lr and warmup: where the ds_config says otherwise, the YAML
-    wins and the second return value says so (a user who edits only the JSON would otherwise replay the default)."""
+    wins and the second return value says so (a user who edits only the JSON would otherwise replay the default),
+    as it says why "auto" left mixed precision off where a GPU could have had it."""
     ds = json.loads(json.dumps(ds))
-    overridden = []
+    notes = []
 
     def put(where: dict, key: str, value, name: str) -> None:
         if key in where and where[key] != value:
-            overridden.append(f"ds_config {name}={where[key]} is overridden by the YAML's schedule: {value}")
+            notes.append(f"ds_config {name}={where[key]} is overridden by the YAML's schedule: {value} "
+                         "(set schedule.* in the YAML instead)")
         where[key] = value
 
     put(ds, "train_micro_batch_size_per_gpu", cfg.schedule.batch_size, "train_micro_batch_size_per_gpu")
@@ -108,12 +110,55 @@ def resolve_ds_config(ds: dict, cfg: TrainConfig, steps: int) -> tuple[dict, lis
                 f"{cfg.network}: ds_config {key}.enabled is {ds[key]['enabled']!r}: DeepSpeed's {key} mode casts the "
                 f"whole module to {key} (the float32 batches, the TPS basis, BatchNorm statistics, the GAN "
                 f"discriminator under its own AdamW, weights.pt for export); mixed precision here is "
-                f'"torch_autocast": {{"enabled": "auto", "dtype": "bfloat16"}} with "{key}": {{"enabled": false}}')
-    amp = ds.get("torch_autocast", {})
-    if amp.get("enabled") == "auto":   # bfloat16 where the GPU has it; float32 on CPUs and older GPUs
-        amp["enabled"] = bool(torch.cuda.is_available() and amp.get("dtype") in ("bfloat16", "bf16")
-                              and torch.cuda.is_bf16_supported())
-    return ds, overridden
+                f'"torch_autocast": {{"enabled": "auto", "dtype": "auto"}} with "{key}": {{"enabled": false}}')
+    if "torch_autocast" in ds:
+        ds["torch_autocast"], note = resolve_autocast(ds["torch_autocast"], ds.get("zero_optimization", {})
+                                                      .get("stage", 0), cfg.network)
+        notes += [note] if note else []
+    return ds, notes
+
+
+DTYPES = {"bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16", "half": "float16"}
+
+
+def resolve_autocast(amp: dict, zero_stage: int, network: str) -> tuple[dict, str | None]:
+    """torch_autocast {"enabled": true | false | "auto", "dtype": "bfloat16" | "float16" | "auto"} as this machine
+    runs it, and a note where "auto" left it off on a GPU.
+
+    dtype "auto" is bfloat16 where the GPU has it (Ampere and later) and float16 on older GPUs (V100, T4), where
+    DeepSpeed scales the loss dynamically (a torch GradScaler: overflowing steps are skipped and the scale backs
+    off). enabled "auto" is on on a GPU that has the dtype, off on CPUs. float16 needs ZeRO stage 0: under ZeRO 1
+    and 2 DeepSpeed (0.19.8, measured) clips the still-scaled gradient norm and then unscales again, so every
+    clipped step is 65536 times too small, and a step that overflows is skipped without the scale ever backing off;
+    "auto" falls back to float32 there and an explicit float16 is refused."""
+    amp = dict(amp)
+    cuda = torch.cuda.is_available()
+    bf16 = cuda and torch.cuda.is_bf16_supported()
+    dtype = amp.get("dtype", "bfloat16")
+    if dtype == "auto":
+        dtype = "float16" if cuda and not bf16 else "bfloat16"
+    if dtype not in DTYPES:
+        raise SystemExit(f"{network}: ds_config torch_autocast.dtype {amp['dtype']!r}: want auto, bfloat16 or float16")
+    amp["dtype"] = DTYPES[dtype]
+    fp16_zero = amp["dtype"] == "float16" and zero_stage > 0
+    note = None
+    if amp.get("enabled") == "auto":
+        amp["enabled"] = cuda and (bf16 or amp["dtype"] == "float16") and not fp16_zero
+        if fp16_zero and cuda:
+            note = (f"torch_autocast auto: float32, not float16, with ZeRO stage {zero_stage} (DeepSpeed clips the "
+                    "loss-scaled gradients and never backs the scale off there); ZeRO 0 trains in float16")
+    elif amp.get("enabled") is True and fp16_zero:
+        raise SystemExit(
+            f"{network}: ds_config torch_autocast float16 with ZeRO stage {zero_stage}: DeepSpeed "
+            f"{_deepspeed_version()} clips the loss-scaled gradient norm (every clipped step is the scale, 65536, "
+            "times too small) and skips overflowing steps without backing the scale off; use ZeRO stage 0 for "
+            "float16, or bfloat16 / float32 with ZeRO")
+    return amp, note
+
+
+def _deepspeed_version() -> str:
+    import deepspeed
+    return deepspeed.__version__
 
 
 def precision_name(autocast_dtype: torch.dtype | None) -> str:
@@ -338,20 +383,23 @@ def train_one(config_path: str, args) -> dict:
         from drape_train.evaluate import load_objective
         objective.attach_warper(load_objective(gmm_dir).net)
         console.print(f"[bold]tom[/]: trains on the garment as {gmm_dir} warps it")
-    ds_cfg, overridden = resolve_ds_config(ds_cfg, cfg, steps)
-    for line in overridden:
-        console.print(f"[yellow]{cfg.network}[/]: {line} (set schedule.* in the YAML instead)")
+    ds_cfg, notes = resolve_ds_config(ds_cfg, cfg, steps)
+    for line in notes:
+        console.print(f"[yellow]{cfg.network}[/]: {line}")
     engine, _, _, _ = deepspeed.initialize(model=objective, model_parameters=objective.generator_parameters(),
                                            config=ds_cfg)
     precision = precision_name(engine.torch_autocast_dtype() if engine.torch_autocast_enabled() else None)
     console.print(f"[bold]{cfg.network}[/]: {precision} on {engine.device}"
                   + (" (the network; weights, optimizer, losses and validation in float32)" if precision != "float32"
                      else ""))
+    # float16 autocast (ZeRO 0): DeepSpeed's dynamic loss scale, a torch GradScaler it neither logs nor checkpoints
+    scaler = getattr(engine, "torch_autocast_z0_gradscaler", None)
     d_opt = None
     if objective.disc is not None:   # the optional PatchGAN discriminator trains beside the engine, plain AdamW
         d_opt = torch.optim.AdamW(objective.disc.parameters(), lr=cfg.loss.gan_lr, betas=(0.5, 0.999))
 
     step, best, since_best, before = 0, None, 0, 0.0   # before: seconds trained before a --resume
+    skipped = 0   # float16: steps since the last log row whose gradients overflowed (not taken; the scale backs off)
     if args.resume and engine.global_rank == 0:
         _recover_best(out)
     if args.resume and (out / "ds").exists():
@@ -361,6 +409,9 @@ def train_one(config_path: str, args) -> dict:
             before = client.get("elapsed_s", 0.0)   # checkpoints from before elapsed_s was recorded carry none
             if d_opt is not None and "d_opt" in client:
                 d_opt.load_state_dict(client["d_opt"])
+            if scaler is not None and "amp_scaler" in client:   # the scale and its growth count, not 65536 again
+                scaler.load_state_dict(client["amp_scaler"])
+                skipped = client["skipped"]
             console.print(f"[bold]{cfg.network}[/]: resumed at step {step} ({before:.0f} s trained before)")
     if args.until is not None and args.until <= step:
         raise SystemExit(f"{cfg.network}: --until {args.until} is not past step {step}, where this run starts")
@@ -396,7 +447,10 @@ def train_one(config_path: str, args) -> dict:
             batch = to_device(next(it), engine.device)
             loss, logs = engine(batch)
             engine.backward(loss)
+            scale = scaler.get_scale() if scaler is not None else None
             engine.step()
+            if scaler is not None and scaler.get_scale() < scale:
+                skipped += 1
             if d_opt is not None:
                 d_opt.zero_grad(set_to_none=True)     # drop the generator pass's gradients on D
                 d_loss = objective.discriminator_loss()
@@ -413,6 +467,8 @@ def train_one(config_path: str, args) -> dict:
                 row = {"step": step, "loss": float(loss.detach()), "lr": engine.get_lr()[0],
                        **{k: float(v.detach()) for k, v in logs.items()}}
                 row["s_per_step"], tick, tick_step = (time.time() - tick) / (step - tick_step), time.time(), step
+                if scaler is not None:
+                    row["loss_scale"], row["skipped_steps"], skipped = scaler.get_scale(), skipped, 0
                 log_rows.append(row)
                 if tb:
                     for k, v in row.items():
@@ -453,7 +509,8 @@ def train_one(config_path: str, args) -> dict:
                     log_rows = []
                 engine.save_checkpoint(str(out / "ds"), tag=f"step{step}", client_state={
                     "step": step, "best": best, "since_best": since_best,
-                    "elapsed_s": time.time() - t0, **({"d_opt": d_opt.state_dict()} if d_opt else {})},
+                    "elapsed_s": time.time() - t0, **({"d_opt": d_opt.state_dict()} if d_opt else {}),
+                    **({"amp_scaler": scaler.state_dict(), "skipped": skipped} if scaler is not None else {})},
                     save_latest=False)
                 if rank0:  # DeepSpeed writes `latest` in place; a kill can leave it empty and --resume then fails
                     atomic_write(out / "ds" / "latest", lambda p: p.write_text(f"step{step}"))
