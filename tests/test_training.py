@@ -124,6 +124,8 @@ def test_deepspeed_zero_float16_autocast_is_still_broken(tmp_path):
     the loss scale off after the overflow; ZeRO 2 in float16 clips the norm of the still-scaled gradients and then
     unscales them again (a step 65536 times too small) and keeps the scale at 65536 after the overflow, so every
     later overflow is skipped too. When this test fails, DeepSpeed has fixed it: lift the refusal."""
+    import deepspeed
+
     from drape_serving.server import free_port
 
     script = tmp_path / "probe.py"
@@ -142,13 +144,8 @@ def test_deepspeed_zero_float16_autocast_is_still_broken(tmp_path):
     assert z0["update"] == pytest.approx(ref, rel=0.01) and z0["scale"] == 32768.0      # what float16 trains with
     assert z2_fp32["update"] == pytest.approx(ref, rel=1e-5)                             # ZeRO 2 itself is fine
     assert z2["update"] < ref * 1e-3 and z2["scale"] == 65536.0, (
-        f"DeepSpeed {deepspeed_version()} float16 autocast under ZeRO 2: update {z2['update']:.3g} (float32 "
+        f"DeepSpeed {deepspeed.__version__} float16 autocast under ZeRO 2: update {z2['update']:.3g} (float32 "
         f"{ref:.3g}), scale {z2['scale']} after an overflow: fixed; resolve_autocast can allow it")
-
-
-def deepspeed_version() -> str:
-    import deepspeed
-    return deepspeed.__version__
 
 
 @pytest.mark.parametrize("name,kw", [(n, {}) for n in NETWORKS]
