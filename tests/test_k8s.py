@@ -571,7 +571,16 @@ def test_training_job_uses_the_project_entry_points():
 
     job = one(render("jobs/train"), "Job", "drape-train")
     script = _script(job)
-    assert "deepspeed --num_gpus 1 training/drape_train/train.py" in script
+    # one rank per GPU the pod is given, and a pod that sees none fails instead of training on the CPU
+    assert 'deepspeed --num_gpus "$gpus" training/drape_train/train.py' in script
+    prefix = script[:script.index("deepspeed --num_gpus")]
+    prefix = prefix[prefix.index("gpus=$("):]
+    for visible, ok in (("0", False), ("4", True)):
+        fake = f"python() {{ echo {visible}; }}\n"     # what torch.cuda.device_count() prints in the pod
+        done = subprocess.run(["bash", "-euo", "pipefail", "-c", fake + prefix + 'echo "ranks=$gpus"'],
+                              capture_output=True, text=True, timeout=30)
+        assert (done.returncode == 0) == ok, done.stderr
+        assert (f"ranks={visible}" in done.stdout) if ok else "no GPU visible to the pod" in done.stderr
     for cfg in re.findall(r"training/configs/\S+\.yaml", script):
         assert (ROOT / cfg).is_file(), cfg
     # a retry (backoffLimit) resumes each network; a new model version trains into a folder of its own
