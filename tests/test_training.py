@@ -1028,7 +1028,8 @@ def test_step_time_benchmark_changes_only_precision_and_zero(tmp_path):
 def test_step_time_benchmark_runs_and_reports_both_settings(tmp_path):
     """A short real run: both settings train through the launcher, every family gets a time per step from
     train.py's own s_per_step rows, the bf16 card says autocast, and the JSON and the plot are written. (fp16 is
-    the same path; on this CPU it is ~5x slower: its settings and the skipped-step count are checked above.)"""
+    the same path; on this CPU its backward is ~100x slower: its settings and the skipped-step count are checked
+    above.)"""
     from drape_train.data.layout import write_dataset
 
     data = tmp_path / "data"

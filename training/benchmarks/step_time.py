@@ -34,6 +34,7 @@ from pathlib import Path
 import yaml
 
 from drape_serving.server import free_port
+from drape_train.train import resolve_autocast
 
 ROOT = Path(__file__).resolve().parents[2]
 FAMILIES = ("garment_seg", "human_parsing", "gmm", "tom", "recolor")   # tom after the gmm it trains on
@@ -46,8 +47,7 @@ def parse_args(argv=None):
                     help="networks to time (default: all five)")
     ap.add_argument("--settings", nargs="+", default=["fp32:0", "bf16:2"], metavar="PRECISION:ZERO",
                     help="precision (fp32 | bf16 | fp16) and ZeRO stage (0-2; fp16: 0) per setting; ratios are "
-                         "to the first "
-                         "(default: %(default)s)")
+                         "to the first (default: %(default)s)")
     ap.add_argument("--steps", type=int, default=300, help="training steps per family and setting (default: 300)")
     ap.add_argument("--ranks", type=int, default=1, help="data-parallel ranks (GPUs; CPU processes here)")
     ap.add_argument("--data", default="data/synth", help="dataset root (default: %(default)s, `make data`)")
@@ -57,9 +57,11 @@ def parse_args(argv=None):
         precision, _, zero = s.partition(":")
         if precision not in AUTOCAST or zero not in ("0", "1", "2"):
             ap.error(f"--settings {s!r}: want fp32, bf16 or fp16, a colon and a ZeRO stage 0-2 (e.g. bf16:2)")
-        if precision == "fp16" and zero != "0":
-            ap.error(f"--settings {s!r}: float16 autocast trains with ZeRO stage 0 only (DeepSpeed's float16 loss "
-                     "scaling is broken under ZeRO 1-2; train.resolve_autocast refuses it)")
+        try:   # train.py's own rule for which precision runs with which ZeRO stage (float16: stage 0 only)
+            resolve_autocast({"enabled": AUTOCAST[precision] is not None, "dtype": AUTOCAST[precision] or "bfloat16"},
+                             int(zero), f"--settings {s}")
+        except SystemExit as e:
+            ap.error(str(e))
     if args.steps < 20:
         ap.error(f"--steps {args.steps}: at least 20 (a time is logged every 10 steps and the first is dropped)")
     if not (Path(args.data) / "dataset.json").is_file():

@@ -148,17 +148,14 @@ def resolve_autocast(amp: dict, zero_stage: int, network: str) -> tuple[dict, st
             note = (f"torch_autocast auto: float32, not float16, with ZeRO stage {zero_stage} (DeepSpeed clips the "
                     "loss-scaled gradients and never backs the scale off there); ZeRO 0 trains in float16")
     elif amp.get("enabled") is True and fp16_zero:
+        import deepspeed
+
         raise SystemExit(
             f"{network}: ds_config torch_autocast float16 with ZeRO stage {zero_stage}: DeepSpeed "
-            f"{_deepspeed_version()} clips the loss-scaled gradient norm (every clipped step is the scale, 65536, "
+            f"{deepspeed.__version__} clips the loss-scaled gradient norm (every clipped step is the scale, 65536, "
             "times too small) and skips overflowing steps without backing the scale off; use ZeRO stage 0 for "
             "float16, or bfloat16 / float32 with ZeRO")
     return amp, note
-
-
-def _deepspeed_version() -> str:
-    import deepspeed
-    return deepspeed.__version__
 
 
 def precision_name(autocast_dtype: torch.dtype | None) -> str:
