@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from drape_train.train import main
+from drape_train.train import finish, main
 
 CONFIGS = {"dual": "onmodel_seg.yaml", "single": "onmodel_seg_single.yaml"}
 
@@ -35,3 +35,4 @@ def wrapper_args(argv: list[str]) -> list[str]:
 
 if __name__ == "__main__":
     main(wrapper_args(sys.argv[1:]))
+    finish()

@@ -6,10 +6,11 @@ flag is drape_train.train's (see `python training/train_recolor.py --help`).
 import sys
 from pathlib import Path
 
-from drape_train.train import main
+from drape_train.train import finish, main
 
 CONFIGS = [str(Path(__file__).parent / "configs" / f"{n}.yaml") for n in "recolor".split()]
 
 if __name__ == "__main__":
     argv = sys.argv[1:]
     main(argv if "--config" in argv else ["--config", *CONFIGS, *argv])
+    finish()

@@ -31,6 +31,7 @@ import json
 import os
 import random
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -173,6 +174,26 @@ def init_distributed() -> None:
         # number of CPU ranks. Skipping it saves JIT-compiling it (~80 s cold).
         deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
     deepspeed.init_distributed()
+
+
+def finish() -> None:
+    """End a rank whose work is done, without the interpreter's teardown.
+
+    A gloo worker thread can still be releasing a finished collective (DeepSpeed's last all-reduce, whose handle
+    nobody kept) when the main thread reaches Python's finalization; freeing the tensors needs the GIL, the
+    finalizing interpreter ends that thread inside a C++ destructor, and the rank dies with SIGABRT ("terminate
+    called without an active exception") after its checkpoint is written, so the launcher reports a failed run.
+    destroy_process_group() does not prevent it while DeepSpeed holds its groups (their threads live on), so this
+    destroys the groups (NCCL's communicators are released properly), flushes, and leaves with os._exit. Measured and
+    re-checked by tests/test_training.py::test_a_finished_rank_exits_0_where_teardown_aborts."""
+    import logging
+
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def world() -> tuple[int, int]:
@@ -594,3 +615,4 @@ def main(argv=None) -> None:
 
 if __name__ == "__main__":
     main()
+    finish()
