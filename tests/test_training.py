@@ -155,7 +155,6 @@ def test_a_finished_rank_exits_0_where_teardown_aborts(tmp_path):
         assert done.returncode == 0, done.stderr[-2000:]
 
 
-
 @pytest.mark.slow
 def test_deepspeed_zero_float16_autocast_is_still_broken(tmp_path):
     """Why resolve_autocast keeps float16 to ZeRO stage 0, re-measured on the installed DeepSpeed: one clipped SGD
