@@ -305,7 +305,7 @@ def test_an_interrupted_run_resumes_into_the_uninterrupted_one(tmp_path, ranks, 
     from drape_train.train import loader, validate
 
     data = tmp_path / "data"
-    size = (128, 96) if amp else (256, 192)   # float16 on this CPU: ~5x slower (at 256x192 this case took 218 s)
+    size = (128, 96) if amp else (256, 192)   # float16 on this CPU: this case took 218 s at 256x192 (~50 float32)
     write_dataset(data, {"train": 4 * ranks, "val": 3, "test": 1}, seed=3, height=size[0], width=size[1], workers=1)
     cfg = tmp_path / "recolor.yaml"   # 4 items per rank, batch 2: step 3 is the first batch of epoch 1
     cfg.write_text((ROOT / "training/configs/recolor.yaml").read_text()

@@ -41,6 +41,11 @@ FAMILIES = ("garment_seg", "human_parsing", "gmm", "tom", "recolor")   # tom aft
 AUTOCAST = {"fp32": None, "bf16": "bfloat16", "fp16": "float16"}      # --settings precision -> torch_autocast dtype
 
 
+def torch_autocast(precision: str) -> dict:
+    """The ds_config torch_autocast block a --settings precision trains with (fp32: off)."""
+    return {"enabled": AUTOCAST[precision] is not None, "dtype": AUTOCAST[precision] or "bfloat16"}
+
+
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES,
@@ -58,8 +63,7 @@ def parse_args(argv=None):
         if precision not in AUTOCAST or zero not in ("0", "1", "2"):
             ap.error(f"--settings {s!r}: want fp32, bf16 or fp16, a colon and a ZeRO stage 0-2 (e.g. bf16:2)")
         try:   # train.py's own rule for which precision runs with which ZeRO stage (float16: stage 0 only)
-            resolve_autocast({"enabled": AUTOCAST[precision] is not None, "dtype": AUTOCAST[precision] or "bfloat16"},
-                             int(zero), f"--settings {s}")
+            resolve_autocast(torch_autocast(precision), int(zero), f"--settings {s}")
         except SystemExit as e:
             ap.error(str(e))
     if args.steps < 20:
@@ -77,8 +81,7 @@ def write_configs(folder: Path, families, setting: str, steps: int) -> list[Path
     for name in families:
         cfg = yaml.safe_load((ROOT / f"training/configs/{name}.yaml").read_text())
         ds = json.loads((ROOT / "training/configs" / cfg["deepspeed"]).read_text())
-        ds["torch_autocast"] = {"enabled": AUTOCAST[precision] is not None,
-                                "dtype": AUTOCAST[precision] or "bfloat16"}
+        ds["torch_autocast"] = torch_autocast(precision)
         ds["zero_optimization"]["stage"] = int(zero)
         cfg["deepspeed"] = f"{name}.ds.json"
         cfg.setdefault("schedule", {}).update(val_every=steps, early_stop_patience=0)
