@@ -48,9 +48,13 @@ ONNX_FILE = "model.onnx"
 FP16_FILE = "model.fp16.onnx"
 REAL_SAMPLES = 4          # rendered test-split pairs used for the real-sample parity and the FP16 measurement
 REAL_SEED = 0             # the dataset seed: the samples are the test split of a `generate --seed 0` dataset
-# Ops kept in FP32 inside the FP16 graph (Cast nodes around them). Empty by default: the measured FP16 error
-# (card onnx.fp16) is small enough everywhere; list op types here if a network needs it.
+# Ops kept in FP32 inside every FP16 graph (Cast nodes around them), on top of the converter's own block list.
+# A network keeps its sampling path too with ``fp16_fp32_sampling`` (the GMM; see ``sampling_path``).
 FP16_KEEP_FP32: tuple[str, ...] = ()
+# Where the backward walk of ``sampling_path`` stops: learned layers, and products of two activations (the GMM's
+# feature correlation). Their outputs feed the sampling coordinates but are not themselves coordinate arithmetic.
+SAMPLING_PATH_STOP = frozenset({"Conv", "ConvTranspose", "Gemm", "BatchNormalization", "InstanceNormalization"})
+
 
 
 @dataclass(frozen=True)
@@ -172,17 +176,112 @@ def toposort(graph: onnx.GraphProto) -> None:
     graph.node.extend(ordered)
 
 
-def to_fp16(model: onnx.ModelProto, keep_fp32: tuple[str, ...] = FP16_KEEP_FP32) -> onnx.ModelProto:
+def sampling_path(graph: onnx.GraphProto, ops: tuple[str, ...]) -> list[str]:
+    """Names of the nodes of type ``ops`` and of every node their coordinate inputs are computed from.
+
+    For a sampling op (GridSample: input 0 is the image, input 1 the grid) the walk goes back from every input but
+    the first, through the producers, and stops at ``SAMPLING_PATH_STOP`` layers and at a MatMul of two
+    activations; a MatMul with a constant operand (the GMM's TPS kernel times its control points) is coordinate
+    arithmetic and stays in the path. In FP16 (11-bit mantissa) a grid coordinate near 1 is off by up to 4.9e-4,
+    a twentieth of a pixel at 192 px and a fifth at 768 px, enough to move the warp's sharp garment edges;
+    in FP32 the same path costs a few Casts. Unnamed nodes are named here (the converter blocks nodes by name).
+    """
+    consts = {i.name for i in graph.initializer} | {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+    producer = {}
+    for k, node in enumerate(graph.node):
+        if not node.name:
+            node.name = f"{node.op_type}_{k}"
+        for out in node.output:
+            producer[out] = node
+    keep, stack = set(), []
+    for node in graph.node:
+        if node.op_type in ops:
+            keep.add(node.name)
+            stack.extend(node.input[1:])
+    while stack:
+        node = producer.get(stack.pop())
+        if node is None or node.name in keep or node.op_type in SAMPLING_PATH_STOP:
+            continue
+        if node.op_type == "MatMul" and not any(i in consts for i in node.input):
+            continue
+        keep.add(node.name)
+        stack.extend(i for i in node.input if i not in consts)
+    return sorted(keep)
+
+
+def join_fp32_islands(graph: onnx.GraphProto, original: onnx.GraphProto) -> None:
+    """Let blocked (FP32) nodes feed each other in FP32, in place.
+
+    The converter wraps every blocked node on its own: Casts to FP32 on its inputs, to FP16 on its outputs. Two
+    blocked neighbours then still exchange an FP16 tensor (FP32 -> Cast FP16 -> Cast FP32), and a constant only
+    blocked nodes read (the TPS kernel) is stored in FP16 and cast back: the "FP32" path rounds to FP16 at every
+    step. Here each FP32 -> FP16 -> FP32 Cast pair is bypassed, each FP16 constant cast back to FP32 is replaced
+    by its FP32 original, and Casts and constants left unread are removed.
+    """
+    f32, f16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
+    to = {n.name: next((a.i for a in n.attribute if a.name == "to"), None) for n in graph.node if n.op_type == "Cast"}
+    producer = {o: n for n in graph.node for o in n.output}
+    inits = {i.name: i for i in graph.initializer}
+    originals = {i.name: i for i in original.initializer if i.data_type == f32}
+    for n in original.node:      # Constant nodes (the TPS kernel is one) count as constants too
+        value = next((a.t for a in n.attribute if a.name == "value"), None) if n.op_type == "Constant" else None
+        if value is not None and value.data_type == f32:
+            originals[n.output[0]] = value
+    constants = set(inits) | {n.output[0] for n in graph.node if n.op_type == "Constant"}
+    fp32_tensors = {i.name for i in graph.input if i.type.tensor_type.elem_type == f32}
+    for node in graph.node:    # outputs of blocked nodes feeding a Cast to FP16 are FP32
+        if node.op_type == "Cast" and to[node.name] == f16 and node.input[0] in producer:
+            fp32_tensors.add(node.input[0])
+    rename, restored = {}, {}
+    for node in graph.node:
+        if node.op_type != "Cast" or to[node.name] != f32:
+            continue
+        src = node.input[0]
+        up = producer.get(src)
+        if up is not None and up.op_type == "Cast" and to[up.name] == f16 and up.input[0] in fp32_tensors:
+            rename[node.output[0]] = up.input[0]
+        elif src in constants and src in originals:
+            restored[src] = originals[src]
+            rename[node.output[0]] = f"{src}__fp32"
+    outputs = {o.name for o in graph.output}
+    for node in graph.node:
+        for k, name in enumerate(node.input):
+            if name in rename:
+                node.input[k] = rename[name]
+    for src, init in restored.items():
+        copy = onnx.TensorProto()
+        copy.CopyFrom(init)
+        copy.name = f"{src}__fp32"
+        graph.initializer.append(copy)
+    while True:   # drop what nothing reads any more
+        read = {i for n in graph.node for i in n.input} | outputs
+        dead = [n for n in graph.node if n.op_type in ("Cast", "Constant") and not any(o in read for o in n.output)]
+        if not dead:
+            break
+        for n in dead:
+            graph.node.remove(n)
+    read = {i for n in graph.node for i in n.input}
+    unused = [i for i in graph.initializer if i.name not in read]
+    for i in unused:
+        graph.initializer.remove(i)
+
+
+def to_fp16(model: onnx.ModelProto, keep_fp32: tuple[str, ...] = FP16_KEEP_FP32,
+            keep_nodes: tuple[str, ...] | list[str] = ()) -> onnx.ModelProto:
     """FP16 weights/activations with FP32 graph I/O (Cast at the boundary) for a strongly-typed TensorRT build.
 
-    Uses ONNX Runtime's converter (``onnxruntime.transformers.float16``, the maintained copy of
-    onnxconverter-common's) so no extra dependency is needed.
+    ``keep_fp32`` op types and the nodes named in ``keep_nodes`` (a ``sampling_path``) stay FP32: the converter
+    puts Casts around them. Uses ONNX Runtime's converter (``onnxruntime.transformers.float16``, the maintained
+    copy of onnxconverter-common's) so no extra dependency is needed.
     """
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
     converted = convert_float_to_float16(
-        model, keep_io_types=True, disable_shape_infer=False, op_block_list=list(DEFAULT_OP_BLOCK_LIST) + list(keep_fp32)
+        model, keep_io_types=True, disable_shape_infer=False,
+        op_block_list=list(DEFAULT_OP_BLOCK_LIST) + list(keep_fp32), node_block_list=list(keep_nodes),
     )
+    if keep_nodes:
+        join_fp32_islands(converted.graph, model.graph)
     toposort(converted.graph)
     onnx.checker.check_model(converted, full_check=True)
     return converted
@@ -284,7 +383,9 @@ def export_network(ckpt_dir: Path, out_dir: Path, opset: int = OPSET, samples: R
             raise RuntimeError(f"{card['name']}: ONNX Runtime differs from PyTorch: " + "; ".join(failures))
         random_diff = max(d.max_abs for d in random_diffs.values())
 
-        model16 = to_fp16(model)
+        sampling_ops = tuple(getattr(net, "fp16_fp32_sampling", ()))
+        fp32_nodes = sampling_path(model.graph, sampling_ops) if sampling_ops else []
+        model16 = to_fp16(model, keep_nodes=fp32_nodes)
         onnx.save(model16, str(tmp16))
         fp16 = ort_session(tmp16)
         fp16_diff = DiffStats.of(ort_run(fp16, card, xs_real), got32)
@@ -307,6 +408,8 @@ def export_network(ckpt_dir: Path, out_dir: Path, opset: int = OPSET, samples: R
         "ops": sorted({n.op_type for n in model.graph.node}),
         "fp16": {
             "file": FP16_FILE, "io": "float32 (Cast at the graph boundary)", "keep_fp32_ops": list(FP16_KEEP_FP32),
+            "fp32_sampling_path": {"ops": list(sampling_ops), "nodes": len(fp32_nodes),
+                                   "op_types": sorted({n.op_type for n in model.graph.node if n.name in set(fp32_nodes)})},
             "vs_fp32_on_real": asdict(fp16_diff),
             "ort_cpu_ms_batch1": latency,
         },
