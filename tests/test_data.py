@@ -198,8 +198,8 @@ def test_folds_only_darken_the_garment(monkeypatch):
     """Same scenes rendered without folds (same random draws): folds shade the garment only, never brighten it,
     and the GT relation image = warped still x shading still holds with them."""
     with_folds = [render_pair(seed, 128, 96) for seed in range(4)]
-    real = synth._sample_folds
-    monkeypatch.setattr(synth, "_sample_folds", lambda *a: real(*a)[:0])
+    real = synth.garments._sample_folds
+    monkeypatch.setattr(synth.garments, "_sample_folds", lambda *a: real(*a)[:0])
     without = [render_pair(seed, 128, 96) for seed in range(4)]
     deepest = 1.0
     for pa, pb in zip(with_folds, without):
