@@ -8,8 +8,9 @@ PY        := $(VENV)/bin/python
 EXTRAS    ?= training,export,serve,client,load,monitoring,dev
 STAMP     := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-12)
 
-HEIGHT    ?= 256
-WIDTH     ?= 192
+# The model resolution: one default, drape_core.contract.DEFAULT_RESOLUTION (read here without Python)
+HEIGHT    ?= $(shell sed -n 's/^DEFAULT_RESOLUTION = (\([0-9]*\), [0-9]*)$$/\1/p' core/drape_core/contract.py)
+WIDTH     ?= $(shell sed -n 's/^DEFAULT_RESOLUTION = ([0-9]*, \([0-9]*\))$$/\1/p' core/drape_core/contract.py)
 DATA      ?= data/synth
 QUICK_DATA?= build/quick/data
 CKPT      ?= build/checkpoints
@@ -53,7 +54,8 @@ data: $(STAMP) ## generate the default synthetic train/val/test sets into data/s
 	$(PY) -m drape_train.data generate --out $(DATA) --train 1024 --val 64 --test 64 --height $(HEIGHT) --width $(WIDTH)
 
 train: $(STAMP) ## train the five networks with DeepSpeed, default schedule on the default data
-	$(DEEPSPEED) training/drape_train/train.py --config $(CONFIGS) --data $(DATA) --out $(CKPT) $(TRAIN_ARGS)
+	$(DEEPSPEED) training/drape_train/train.py --config $(CONFIGS) --data $(DATA) --height $(HEIGHT) --width $(WIDTH) \
+		--out $(CKPT) $(TRAIN_ARGS)
 
 export: $(STAMP) ## checkpoints -> ONNX with PyTorch parity check
 	$(PY) -m drape_export onnx --checkpoints $(CKPT) --out $(ONNX)
@@ -68,7 +70,8 @@ trt: $(STAMP) ## GPU machines: TensorRT FP16 plans from build/onnx (needs pip in
 # repository exists yet (the file below is written last, by an atomic rename of the whole repository).
 build/model_repository/cpu/tryon/config.pbtxt: | $(STAMP)
 	$(PY) -m drape_train.data generate --out $(QUICK_DATA) --train 160 --val 16 --test 16 --height $(HEIGHT) --width $(WIDTH)
-	$(DEEPSPEED) training/drape_train/train.py --quick --config $(CONFIGS) --data $(QUICK_DATA) --out $(CKPT)
+	$(DEEPSPEED) training/drape_train/train.py --quick --config $(CONFIGS) --data $(QUICK_DATA) --height $(HEIGHT) \
+		--width $(WIDTH) --out $(CKPT)
 	$(PY) -m drape_export onnx --checkpoints $(CKPT) --out $(ONNX)
 	$(PY) -m drape_export repo --target cpu --onnx-dir $(ONNX) --out build/model_repository/cpu
 
@@ -90,7 +93,7 @@ test: quick ## the full test suite (starts real Triton servers on free ports)
 	$(PY) -m pytest -q -rs -p no:cacheprovider tests
 
 # locust's exit code is ignored ('-'): load_check reads the CSV and fails on any error, too few requests or p95.
-load: $(STAMP) ## locust against a running server: CSV + HTML in build/load, fails on any error or p95 > P95_MS
+load: $(STAMP) build/samples/person.jpg ## locust against a running server: CSV + HTML in build/load, fails on any error or p95 > P95_MS
 	@mkdir -p $(LOAD_DIR) && rm -f $(LOAD_DIR)/drape_*.csv $(LOAD_DIR)/report.html
 	-TRITON_GRPC_URL=$(TRITON_GRPC_URL) TRITON_HTTP_URL=$(TRITON_HTTP_URL) $(VENV)/bin/locust -f client/locustfile.py \
 		--headless -u $(USERS) -r $(SPAWN_RATE) -t $(DURATION) --stop-timeout 60 \
@@ -98,7 +101,7 @@ load: $(STAMP) ## locust against a running server: CSV + HTML in build/load, fai
 	$(PY) client/load_check.py $(LOAD_DIR)/drape_stats.csv --p95-ms $(P95_MS)
 
 bench: quick ## eager PyTorch vs in-process ONNX Runtime vs Triton, side by side -> build/bench (see BENCHMARKS.md)
-	$(PY) client/benchmarks/pipelines.py --out build/bench $(BENCH_ARGS)
+	$(PY) benchmarks/pipelines.py --out build/bench $(BENCH_ARGS)
 
 clean: ## remove build outputs (keeps .venv and data)
 	rm -rf build

@@ -8,8 +8,9 @@ Targets: TRITON_GRPC_URL / TRITON_HTTP_URL (host:port) when set, else locust's `
 protocol its scheme names (grpc[s]://, http[s]://; a bare host:port goes to every class). A user without a target
 reports one failure and stops, so a misconfigured run cannot pass.
 
-Each request is one real image pair from a seeded synthetic studio (persons in garments, their stills), drawn
-from a mix of sizes and formats like app uploads: ``DRAPE_LOAD_SIZES`` (default ``333x250:5,1024x768:3,
+Each request is one of the sample pairs ``make quick`` writes to build/samples (``DRAPE_SAMPLES``: another folder
+with person.jpg, garment.jpg, on_model.jpg, still.jpg): ``tryon`` sends person + garment, ``recolor`` on_model +
+still, resized to a mix of sizes and formats like app uploads: ``DRAPE_LOAD_SIZES`` (default ``333x250:5,1024x768:3,
 2048x1536:1``, HxW:weight), each as JPEG and PNG. Latency is measured around the client call (send, server,
 receive, decode); response size is the bytes of the returned arrays; a result whose size is not the input's
 counts as a failure. Retries are off: a load test must see every UNAVAILABLE.
@@ -25,6 +26,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from locust import User, between, events, task  # locust first: it monkey-patches the standard library for gevent
 from locust.exception import StopUser
@@ -36,10 +38,23 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from drape_client import NO_RETRY, DrapeClient, DrapeError, Endpoint  # noqa: E402
-from drape_serving import contract  # noqa: E402
+from drape_core import contract  # noqa: E402
 
 DEFAULT_SIZES = "333x250:5,1024x768:3,2048x1536:1"
-_RENDER_MAX = (1024, 768)  # bigger payloads are rendered at half size and upscaled: same look, 4x faster to build
+SAMPLES = Path(os.environ.get("DRAPE_SAMPLES") or Path(__file__).resolve().parents[1] / "build" / "samples")
+SAMPLE_FILES = {"person": "person.jpg", "garment": "garment.jpg", "on_model": "on_model.jpg", "still": "still.jpg"}
+
+
+def _check_samples(folder: Path) -> None:
+    """Refuse to start without the sample images: every user would fail every request."""
+    for name in SAMPLE_FILES.values():
+        if not (folder / name).is_file():
+            raise SystemExit(f"client/locustfile.py: sample image {folder / name} not found: run `make quick` (it "
+                             f"writes build/samples/) or set DRAPE_SAMPLES to a folder with "
+                             f"{', '.join(SAMPLE_FILES.values())}")
+
+
+_check_samples(SAMPLES)
 
 
 @dataclass(frozen=True)
@@ -73,23 +88,24 @@ def _encode(rgb: np.ndarray, fmt: str) -> bytes:
     return buf.getvalue()
 
 
-def _render(seed: int, hw: tuple[int, int]) -> dict[str, np.ndarray]:
-    """Person in garment A, garment B's still, the person in B (on-model), A's still, at ``hw``."""
-    from drape_train.data.synth import render_pair  # torch-free procedural renderer
-
-    scale = 2 if hw[0] > _RENDER_MAX[0] or hw[1] > _RENDER_MAX[1] else 1
-    a, b = render_pair(seed, hw[0] // scale, hw[1] // scale)
-    images = {"person": a.image, "garment": b.cloth, "on_model": b.image, "still": a.cloth}
-    if scale > 1:
-        images = {k: np.asarray(Image.fromarray(v).resize((hw[1], hw[0]), Image.BICUBIC)) for k, v in images.items()}
-    return images
+def load_samples(folder: Path = SAMPLES) -> dict[str, np.ndarray]:
+    """Person in garment A, garment B's still, the person in B (on-model), A's still: RGB arrays."""
+    _check_samples(folder)
+    return {k: np.asarray(Image.open(folder / name).convert("RGB")) for k, name in SAMPLE_FILES.items()}
 
 
-def build_payloads(sizes: list[tuple[tuple[int, int], float]], seed: int = 0) -> dict[str, list[tuple[Payload, float]]]:
+def _resized(images: dict[str, np.ndarray], hw: tuple[int, int]) -> dict[str, np.ndarray]:
+    return {k: v if v.shape[:2] == hw else np.asarray(Image.fromarray(v).resize((hw[1], hw[0]), Image.BICUBIC))
+            for k, v in images.items()}
+
+
+def build_payloads(sizes: list[tuple[tuple[int, int], float]],
+                   folder: Path = SAMPLES) -> dict[str, list[tuple[Payload, float]]]:
     """Per ensemble, the weighted payload mix: every size as JPEG and as PNG."""
     mix: dict[str, list[tuple[Payload, float]]] = {"tryon": [], "recolor": []}
-    for i, (hw, weight) in enumerate(sizes):
-        images = _render(seed + i, hw)
+    samples = load_samples(folder)
+    for hw, weight in sizes:
+        images = _resized(samples, hw)
         for fmt in ("JPEG", "PNG"):
             label = f"{hw[0]}x{hw[1]} {fmt.lower()}"
             enc = {k: _encode(v, fmt) for k, v in images.items()}
@@ -103,7 +119,7 @@ _payload_lock = threading.Lock()
 
 
 def payloads() -> dict[str, list[tuple[Payload, float]]]:
-    """Built once per process, on first use (rendering 2048x1536 takes seconds)."""
+    """Built once per process, on first use (resizing and encoding 2048x1536 takes a second)."""
     global _payloads
     with _payload_lock:
         if _payloads is None:
@@ -113,7 +129,7 @@ def payloads() -> dict[str, list[tuple[Payload, float]]]:
 
 @events.test_start.add_listener
 def _warm_payloads(environment, **kw) -> None:
-    """Render before the clock starts, so the first users do not measure payload building."""
+    """Build before the clock starts, so the first users do not measure payload building."""
     payloads()
 
 

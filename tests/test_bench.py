@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCH = ROOT / "client" / "benchmarks"
+BENCH = ROOT / "benchmarks"
 sys.path.insert(0, str(BENCH))
 
 onnx = pytest.importorskip("onnx")
@@ -22,7 +22,7 @@ from onnx import TensorProto, helper  # noqa: E402
 import pipelines  # noqa: E402
 from flops import count_macs  # noqa: E402
 
-from drape_serving import contract  # noqa: E402
+from drape_core import contract  # noqa: E402
 
 
 def _tiny_graph():

@@ -24,8 +24,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from drape_serving import contract
-from drape_serving.codec import decode_image
+from drape_core import contract
+from drape_runtime.codec import decode_image
 
 grpc = pytest.importorskip("grpc")
 pytest.importorskip("tritonclient.grpc")

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from drape_serving import contract
-from drape_serving.codec import DEFAULT_LIMITS, ImageInputError, Limits, decode_image, encode_jpeg, encode_png
+from drape_core import contract
+from drape_runtime.codec import DEFAULT_LIMITS, ImageInputError, Limits, decode_image, encode_jpeg, encode_png
 
 NAME = "person_image"
 

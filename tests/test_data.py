@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from drape_train.color import delta_e_2000, rgb_to_lab
+from drape_core.colour import delta_e_2000, rgb_to_lab
 from drape_train.data import synth
 from drape_train.data.degrade import BASIC_MODES, MODES, apply, degrade, measure_scale, sample_params
 from drape_train.data.layout import RECOLOR_JPEG, VitonDataset, measure_storage, pair_seed, write_dataset

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from drape_serving import contract
+from drape_core import contract
 
 grpcclient = pytest.importorskip("tritonclient.grpc")
 httpclient = pytest.importorskip("tritonclient.http")

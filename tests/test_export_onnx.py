@@ -192,10 +192,12 @@ def test_diff_stats():
 
 
 def test_sample_inputs_are_images_and_saturated_logits_of_region_maps():
+    from drape_core.card import TensorSpec
     from drape_export.onnx_export import sample_inputs
 
-    card = {"inputs": [{"name": "parsing_logits", "shape": [20, 64, 48]}, {"name": "garment", "shape": [3, 64, 48]},
-                       {"name": "garment_mask_logits", "shape": [1, 64, 48]}]}
+    card = [TensorSpec(name="parsing_logits", dtype="float32", shape=(20, 64, 48)),
+            TensorSpec(name="garment", dtype="float32", shape=(3, 64, 48)),
+            TensorSpec(name="garment_mask_logits", dtype="float32", shape=(1, 64, 48))]
     parse, image, mask = sample_inputs(card, 2, seed=0)
     assert parse.shape == (2, 20, 64, 48) and image.shape == (2, 3, 64, 48) and mask.shape == (2, 1, 64, 48)
     assert all(x.dtype == np.float32 for x in (parse, image, mask))

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from drape_serving import contract
+from drape_core import contract
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = [str(ROOT / "training" / "configs" / f"{n}.yaml") for n in ("garment_seg", "human_parsing", "gmm", "tom", "recolor")]

@@ -123,7 +123,7 @@ def test_card_record_round_trips_through_the_plan_check(tmp_path):
     record = tensorrt_record("10.3.0.26", "9.0", "NVIDIA H100 80GB HBM3", TrtBuildConfig(), plan, b"engine",
                              {"1": {"max_abs": 0.01, "mean_abs": 0.001, "p999_abs": 0.005}}, 12.3)
     assert record["plan_sha256"] and record["profile"] == {"min_batch": 1, "opt_batch": 4, "max_batch": 8}
-    card = {**plan.card, "tensorrt": record}
+    card = plan.card.with_section("tensorrt", record)
     assert check_card(card, Runtime("10.3.0.1", "9.0", "NVIDIA H100 80GB HBM3"), "tom") == []
     with pytest.raises(PlanMismatchError, match="tom: .*TensorRT 10.3.0.26, the runtime has 11.0.0"):
         check_card(card, Runtime("11.0.0", "9.0"), "tom")

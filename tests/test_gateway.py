@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from drape_serving import contract
+from drape_core import contract
 from drape_serving import gateway as gw
 from drape_serving.server import free_ports
 

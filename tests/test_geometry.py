@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from drape_serving.geometry import LetterboxParams, letterbox, letterbox_params, resize, unletterbox
+from drape_core.geometry import LetterboxParams, letterbox, letterbox_params, resize, unletterbox
 
 RESOLUTIONS = [(256, 192), (512, 384), (1024, 768)]
 

@@ -99,7 +99,7 @@ def test_delta_e2000_metric_matches_numpy_reference():
 @pytest.mark.parametrize("hw", [(256, 192), (512, 384)])
 def test_tom_is_scored_on_what_the_tryon_ensemble_returns(hw):
     """The TOM loss and metrics composite exactly like serving's post-processing (model resolution, no letterbox)."""
-    from drape_serving.prepost import tryon_composite
+    from drape_runtime.prepost import tryon_composite
     from drape_train.objectives import served_tryon
 
     g = torch.Generator().manual_seed(3)

@@ -66,20 +66,20 @@ def test_sigkill_from_outside_during_a_checkpoint_write(train_ws):
 
 
 def test_recover_best_finishes_only_a_pair_cut_between_its_renames(tmp_path):
-    from drape_train.train import _recover_best, _truncate_csv
+    from drape_train.outputs import recover_best, truncate_csv
 
     (tmp_path / "weights.pt").write_text("new")
     (tmp_path / "card.json").write_text("old")
     (tmp_path / ".card.json.tmp41").write_text("new")             # weights renamed in, card not yet
-    _recover_best(tmp_path)
+    recover_best(tmp_path)
     assert (tmp_path / "card.json").read_text() == "new" and not list(tmp_path.glob(".*"))
     (tmp_path / ".weights.pt.tmp42").write_text("newer")          # both temp files written, neither renamed
     (tmp_path / ".card.json.tmp42").write_text("newer")
-    _recover_best(tmp_path)
+    recover_best(tmp_path)
     assert (tmp_path / "card.json").read_text() == "new" and (tmp_path / "weights.pt").read_text() == "new"
     assert not list(tmp_path.glob(".*"))
     (tmp_path / "metrics.csv").write_text("step,loss,val_iou\n5,1.0,\n5,,0.5\n10,0.5,\n10,,0.7\n")
-    _truncate_csv(tmp_path / "metrics.csv", 5)
+    truncate_csv(tmp_path / "metrics.csv", 5)
     assert (tmp_path / "metrics.csv").read_text().splitlines() == ["step,loss,val_iou", "5,1.0,", "5,,0.5"]
 
 

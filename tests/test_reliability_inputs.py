@@ -16,9 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from drape_serving import codec, contract
-from drape_serving.codec import ImageInputError, Limits, decode_image
-from drape_serving.geometry import letterbox, letterbox_params, unletterbox
+from drape_core import contract
+from drape_runtime import codec
+from drape_runtime.codec import ImageInputError, Limits, decode_image
+from drape_core.geometry import letterbox, letterbox_params, unletterbox
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.reliability import bad_inputs  # noqa: E402

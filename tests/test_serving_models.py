@@ -23,18 +23,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from drape_serving import contract
-from drape_serving.codec import ImageInputError, encode_jpeg, encode_png
-from drape_serving.geometry import letterbox_params
-from drape_serving.model_config import ModelConfig, TensorConfig
-from drape_serving.prepost import (
-    PreprocessLayout,
-    image_to_tensor,
-    preprocess_pair,
-    recolor_apply,
-    tryon_composite,
-)
-from drape_serving.runner import BatchedOnnxRunner, RequestShapeError, RunnerSettings
+from drape_core import contract
+from drape_runtime.codec import ImageInputError, encode_jpeg, encode_png
+from drape_core.geometry import letterbox_params
+from drape_runtime.model_config import ModelConfig, TensorConfig
+from drape_runtime.prepost import PreprocessLayout, image_to_tensor, preprocess_pair, recolor_apply, tryon_composite
+from drape_runtime.runner import BatchedOnnxRunner, RequestShapeError, RunnerSettings
 
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper  # noqa: E402
@@ -253,7 +247,7 @@ def test_recolor_apply_delta_and_mask(hw):
 
 def test_recolor_keeps_the_photo_where_the_network_would_barely_change_it():
     """The gate in front of the recolor: a change below keep_below (mean CIE76) returns the photo bit for bit."""
-    from drape_serving.prepost import RECOLOR_KEEP_BELOW, recolor_change
+    from drape_core.recolor_policy import RECOLOR_KEEP_BELOW, recolor_change
 
     orig = smooth_image(250, 333)
     model_input, _ = image_to_tensor(orig, HW)
@@ -276,7 +270,7 @@ def test_recolor_keeps_the_photo_where_the_network_would_barely_change_it():
     assert recolor_change(mixed, model_input, half) < RECOLOR_KEEP_BELOW
     assert recolor_change(small, model_input, np.zeros_like(mask)) == 0.0
     # the layout the python model runs reports the decision per item (for drape_recolor_gate_total)
-    from drape_serving.prepost import RecolorPostLayout
+    from drape_runtime.prepost import RecolorPostLayout
 
     decisions: list[str] = []
     out = RecolorPostLayout().run({"recolored": np.stack([small, big]), "model_input": np.stack([model_input] * 2),
@@ -296,7 +290,8 @@ def test_recolor_postprocess_reads_its_parameters_and_names_a_bad_one():
             obj["parameters"] = {key: {"string_value": value}}
         return ModelConfig.from_json(json.dumps(obj))
 
-    from drape_serving.prepost import RECOLOR_FALLBACK_MARGIN, RECOLOR_KEEP_BELOW, RecolorPostLayout
+    from drape_core.recolor_policy import RECOLOR_FALLBACK_MARGIN, RECOLOR_KEEP_BELOW
+    from drape_runtime.prepost import RecolorPostLayout
 
     keep, margin = "keep_below_delta_e76", "still_fallback_margin"
     assert RecolorPostLayout.from_config(config()).keep_below == RECOLOR_KEEP_BELOW
@@ -330,7 +325,8 @@ def test_recolor_falls_back_to_the_classical_transfer_only_where_the_network_mis
     """recolor_fallback compares shading-free colour distributions with the still's: a network output of the
     wrong hue loses to the Gaussian transfer (which lands on the still's colour), one of the right hue is kept;
     the transfer is blended in with the garment mask only, and the decision reaches the layout's metrics."""
-    from drape_serving.prepost import RecolorPostLayout, recolor_fallback, still_distance
+    from drape_core.recolor_policy import recolor_fallback, still_distance
+    from drape_runtime.prepost import RecolorPostLayout
 
     photo, mask = _shaded_garment((0.2, 0.3, 0.8))                # a blue garment on the photo
     still, still_mask = _shaded_garment((0.8, 0.2, 0.2))          # the product is red
@@ -371,8 +367,8 @@ def test_recolor_fallback_skips_the_transfer_only_where_it_could_not_win(monkeyp
     """With ``unless_within`` the candidate is not computed where the network's own distance is within the margin
     (no transfer can then beat it by more), and recolor_fallback decides exactly as the full comparison does at
     margins on both sides of each item's distances."""
-    import drape_serving.prepost as prepost
-    from drape_serving.prepost import fallback_candidate, recolor_fallback
+    import drape_runtime.prepost as prepost
+    from drape_core.recolor_policy import fallback_candidate, recolor_fallback
 
     photo, mask = _shaded_garment((0.2, 0.3, 0.8))
     still, still_mask = _shaded_garment((0.8, 0.2, 0.2))
@@ -402,8 +398,8 @@ def test_serving_code_never_imports_torch():
     import sys
 
     code = (
-        "import sys, drape_serving.geometry, drape_serving.codec, drape_serving.contract, drape_serving.prepost, "
-        "drape_serving.runner, drape_serving.model_config, drape_serving.server, drape_serving.plan_check, "
+        "import sys, drape_core.geometry, drape_runtime.codec, drape_core.contract, drape_runtime.prepost, "
+        "drape_runtime.runner, drape_runtime.model_config, drape_serving.server, drape_serving.plan_check, "
         "drape_serving.reference; "
         "bad = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')); "
         "sys.exit(f'torch imported: {bad}' if bad else 0)"
@@ -815,7 +811,7 @@ def test_tryon_contract(server, protocol, person, shape):
     # black garment -> edit mask ~0 -> the person comes back untouched (exactly, bar rounding)
     out = _infer(client, protocol, contract.TRYON, {"person_image": person, "garment_image": BLACK})["tryon_image"]
     assert out.dtype == np.uint8 and out.shape == (1, *shape, 3)
-    from drape_serving.codec import decode_image
+    from drape_runtime.codec import decode_image
 
     orig = decode_image(person, "person_image").astype(int)
     assert np.abs(out[0].astype(int) - orig).max() <= 1
@@ -829,7 +825,7 @@ def test_tryon_contract(server, protocol, person, shape):
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 @pytest.mark.parametrize("on_model, shape", [(PERSON_JPEG, (250, 333)), (PERSON_PNG, (1024, 768))], ids=["jpeg333x250", "png768x1024"])
 def test_recolor_contract(server, protocol, on_model, shape):
-    from drape_serving.codec import decode_image
+    from drape_runtime.codec import decode_image
 
     client = _client(server, protocol)
     orig = decode_image(on_model, "on_model_image").astype(int)
@@ -1058,7 +1054,7 @@ def test_higher_resolution_repository_serves_both_ensembles(server_hires):
     client = _client(server_hires, "grpc")
     config = client.get_model_config("tryon_preprocess", as_json=True)["config"]
     assert [int(d) for d in config["output"][0]["dims"]] == [3, *server_hires.resolution]
-    from drape_serving.codec import decode_image
+    from drape_runtime.codec import decode_image
 
     orig = decode_image(PERSON_PNG, "person_image").astype(int)
     out = _infer(client, "grpc", contract.TRYON, {"person_image": PERSON_PNG, "garment_image": WHITE})

@@ -904,7 +904,7 @@ def test_recolor_as_served_is_the_photo_where_the_network_barely_changes_it():
     the still-consistency fallback, by the serving code itself."""
     from types import SimpleNamespace
 
-    from drape_serving.prepost import RECOLOR_KEEP_BELOW
+    from drape_core.recolor_policy import RECOLOR_KEEP_BELOW
     from drape_train.evaluate import served_recolor
     from drape_train.objectives import delta_e2000
 
@@ -925,8 +925,8 @@ def test_recolor_as_served_is_the_photo_where_the_network_barely_changes_it():
     assert got[0].max() < 1e-3                                  # kept: the photo itself, zero error
     assert torch.allclose(got[1], delta_e2000(out, target)[1, 0])   # applied: the network's (wrong) change
     assert got[2].max() < 1e-3                                  # applied: the right correction
-    # with the fallback: per image what drape_serving.prepost.recolor_fallback serves (the same function)
-    from drape_serving.prepost import recolor_fallback
+    # with the fallback: per image what drape_core.recolor_policy.recolor_fallback serves (the same function)
+    from drape_core.recolor_policy import recolor_fallback
 
     got = served_recolor(net, batch, fallback_margin=0.0)
     assert got[0].max() < 1e-3                                  # the gate comes first
@@ -1032,7 +1032,7 @@ def test_make_train_takes_ranks_and_train_args():
 def test_step_time_benchmark_changes_only_precision_and_zero(tmp_path):
     """The step-time benchmark's settings: the shipped config of each family with the precision and ZeRO stage
     asked for, validation once at the end, no early stop; tom warps with the exact flow when no gmm is trained."""
-    sys.path.insert(0, str(ROOT / "training/benchmarks"))
+    sys.path.insert(0, str(ROOT / "benchmarks"))
     import step_time
     from drape_train.train import resolve_ds_config
 
@@ -1073,7 +1073,7 @@ def test_step_time_benchmark_runs_and_reports_both_settings(tmp_path):
     data = tmp_path / "data"
     write_dataset(data, {"train": 4, "val": 1, "test": 1}, seed=3, height=256, width=192, workers=1)
     out = tmp_path / "bench"
-    done = subprocess.run([sys.executable, str(ROOT / "training/benchmarks/step_time.py"), "--steps", "20",
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks/step_time.py"), "--steps", "20",
                            "--families", "garment_seg", "--data", str(data), "--out", str(out)],
                           capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

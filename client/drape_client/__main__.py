@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from drape_serving import contract
+from drape_core import contract
 
 from .api import AsyncDrapeClient, DrapeClient, Endpoint, RetryPolicy
 from .batch import BatchResult, pairs_from_file, pairs_from_folders, run_batch, write_image_atomic

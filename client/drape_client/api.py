@@ -32,7 +32,7 @@ from typing import Any, Awaitable, Callable, Literal, NamedTuple, Sequence
 
 import numpy as np
 
-from drape_serving import contract
+from drape_core import contract
 
 from .errors import BadInputError, DrapeError, UnavailableError, classify
 from .images import ImageLike, describe, encode

@@ -19,7 +19,7 @@ from typing import Iterable
 import numpy as np
 from PIL import Image
 
-from drape_serving import contract
+from drape_core import contract
 
 from .api import AsyncDrapeClient
 from .errors import DrapeError

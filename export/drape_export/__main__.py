@@ -2,7 +2,8 @@
 
 Subcommands register themselves in ``COMMANDS`` (name -> (add_arguments, run));
 ``main()`` is a plain dispatcher. Steps: ``onnx`` (checkpoints -> ONNX FP32 + FP16), ``trt`` (ONNX -> TensorRT
-plans, GPU machines), ``repo`` (-> Triton model repository), ``sweep`` (measure serving settings).
+plans, GPU machines), ``repo`` (-> Triton model repository), ``sweep`` (measure serving settings: runs the
+benchmark ``benchmarks/sweep.py`` of the source checkout).
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def _add_repo_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_repo(args: argparse.Namespace) -> int:
-    from drape_serving.plan_check import detect_runtime
+    from drape_core.plans import detect_runtime
 
     try:
         report = assemble(
@@ -159,8 +160,7 @@ def _run_trt(args: argparse.Namespace) -> int:
         with tempfile.TemporaryDirectory(prefix="drape-trt-") as tmp:
             samples = {}
             for plan in plans:
-                res = plan.card["resolution"]
-                hw = (int(res["height"]), int(res["width"]))
+                hw = plan.card.hw
                 if hw not in samples:
                     samples[hw] = RealSamples(Path(tmp) / f"{hw[0]}x{hw[1]}", *hw)
                 card = build_network(plan, cfg, samples[hw])
@@ -175,15 +175,32 @@ def _run_trt(args: argparse.Namespace) -> int:
 
 
 def _add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
-    from .sweep import add_arguments
-
-    add_arguments(parser)
+    parser.add_argument("argv", nargs=argparse.REMAINDER, help="the arguments of benchmarks/sweep.py (sweep --help)")
 
 
 def _run_sweep(args: argparse.Namespace) -> int:
-    from .sweep import run
+    return forward_sweep(args.argv)
 
-    return run(args)
+
+def forward_sweep(argv: list[str]) -> int:
+    """``sweep`` is a benchmark (it starts tritonserver: serving comes after export), not part of this package:
+    run the source checkout's ``benchmarks/sweep.py`` as a script with the same arguments, ``--help`` included."""
+    import runpy
+    from pathlib import Path
+
+    import drape_core
+
+    script = Path(drape_core.__file__).resolve().parents[2] / "benchmarks" / "sweep.py"
+    if not script.is_file():
+        print(f"drape-export sweep: error: {script} not found: `python -m drape_export sweep` needs a source "
+              "checkout of drape (it runs the repository's benchmarks/sweep.py)", file=sys.stderr)
+        return 2
+    saved, sys.argv = sys.argv, [str(script), *argv]
+    try:
+        runpy.run_path(str(script), run_name="__main__")  # its exit status leaves as SystemExit
+    finally:
+        sys.argv = saved
+    return 0
 
 
 # name -> (help, add_arguments, run)
@@ -206,6 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["sweep"]:  # all of it to the benchmark's parser: argparse's REMAINDER refuses a leading --opt
+        return forward_sweep(argv[1:])
     args = build_parser().parse_args(argv)
     return args._run(args)
 

@@ -17,7 +17,6 @@ The card gains an "onnx" section with everything measured here.
 """
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import time
@@ -31,6 +30,7 @@ import onnx
 import onnxruntime as ort
 import torch
 
+from drape_core.card import ModelCard, TensorSpec, read_card
 from drape_train.config import TrainConfig
 from drape_train.models import NETWORKS, build
 
@@ -56,7 +56,6 @@ FP16_KEEP_FP32: tuple[str, ...] = ()
 SAMPLING_PATH_STOP = frozenset({"Conv", "ConvTranspose", "Gemm", "BatchNormalization", "InstanceNormalization"})
 
 
-
 @dataclass(frozen=True)
 class DiffStats:
     """How far one set of outputs is from a reference: max, mean and 99.9th percentile of |a - b| over all outputs."""
@@ -80,15 +79,15 @@ class DiffStats:
         return cls(float(d.max()), float(d.mean()), float(np.quantile(d, 0.999)))
 
 
-def load_network(ckpt_dir: Path) -> tuple[torch.nn.Module, dict]:
-    card = json.loads((ckpt_dir / "card.json").read_text())
-    cfg = TrainConfig.model_validate(card["config"])
+def load_network(ckpt_dir: Path) -> tuple[torch.nn.Module, ModelCard]:
+    card = read_card(ckpt_dir)
+    cfg = TrainConfig.model_validate(card.config)
     net = build(cfg.network, cfg.model.widths, cfg.data.height, cfg.data.width, **cfg.model_kwargs)
     net.load_state_dict(torch.load(ckpt_dir / "weights.pt", map_location="cpu", weights_only=True))
     return net.eval(), card
 
 
-def sample_inputs(card: dict, batch: int, seed: int) -> list[np.ndarray]:
+def sample_inputs(card: ModelCard | dict | list[TensorSpec], batch: int, seed: int) -> list[np.ndarray]:
     """Inputs in the ranges the served graph sees: images in [0,1], logits of a (random) label map.
 
     Label maps are random regions (labels drawn on a 1/16 grid, blown up) as a parse or a mask has, not per-pixel
@@ -103,9 +102,9 @@ def sample_inputs(card: dict, batch: int, seed: int) -> list[np.ndarray]:
         coarse = g.integers(0, c, size=(n, -(-h // 16), -(-w // 16)))
         return coarse.repeat(16, axis=1).repeat(16, axis=2)[:, :h, :w]
 
-    for spec in card["inputs"]:
-        shape = [batch, *spec["shape"]]
-        if spec["name"].endswith("logits"):
+    for spec in (card if isinstance(card, (list, tuple)) else ModelCard.of(card).inputs):
+        shape = [batch, *spec.shape]
+        if spec.name.endswith("logits"):
             c = shape[1]
             labels = regions(c, batch, *shape[2:]) if c > 1 else regions(2, batch, *shape[2:])[:, None]
             x = (np.eye(c)[labels].transpose(0, 3, 1, 2) if c > 1 else labels) * 12.0 - (6.0 if c == 1 else 0.0)
@@ -129,19 +128,19 @@ class RealSamples:
         self.root, self.hw, self.n = Path(root), (height, width), n
         write_dataset(self.root, {"test": n}, seed=seed, height=height, width=width, workers=1, progress=False)
 
-    def inputs(self, card: dict) -> list[np.ndarray]:
+    def inputs(self, card: ModelCard | dict) -> list[np.ndarray]:
         from drape_train.datasets import NetworkDataset
         from drape_train.objectives import Objective
 
-        hw = (card["resolution"]["height"], card["resolution"]["width"])
-        if hw != self.hw:
-            raise ValueError(f"{card['name']}: card resolution {hw} but the samples were rendered at {self.hw}")
-        ds = NetworkDataset(str(self.root), "test", card["name"], seed=REAL_SEED)
+        card = ModelCard.of(card)
+        if card.hw != self.hw:
+            raise ValueError(f"{card.name}: card resolution {card.hw} but the samples were rendered at {self.hw}")
+        ds = NetworkDataset(str(self.root), "test", card.name, seed=REAL_SEED)
         items = [ds[i] for i in range(min(self.n, len(ds)))]
         batch = {k: torch.stack([it[k] for it in items]) for k in items[0]}
         # Objective.inputs reads only `.name` (and `.input_names`, for networks whose variants take different
         # inputs): calling it unbound keeps the exact training mapping without building the loss networks.
-        view = SimpleNamespace(name=card["name"], input_names=[s["name"] for s in card["inputs"]])
+        view = SimpleNamespace(name=card.name, input_names=card.input_names)
         xs = Objective.inputs(view, batch)
         return [x.numpy().astype(np.float32) for x in xs]
 
@@ -294,8 +293,8 @@ def ort_session(path: str | Path, threads: int = 0) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def ort_run(session: ort.InferenceSession, card: dict, xs: list[np.ndarray]) -> list[np.ndarray]:
-    return session.run(None, {s["name"]: x for s, x in zip(card["inputs"], xs)})
+def ort_run(session: ort.InferenceSession, card: ModelCard | dict, xs: list[np.ndarray]) -> list[np.ndarray]:
+    return session.run(None, dict(zip(ModelCard.of(card).input_names, xs)))
 
 
 def torch_run(net: torch.nn.Module, xs: list[np.ndarray]) -> list[np.ndarray]:
@@ -304,7 +303,7 @@ def torch_run(net: torch.nn.Module, xs: list[np.ndarray]) -> list[np.ndarray]:
     return [r.numpy() for r in (ref if isinstance(ref, tuple) else (ref,))]
 
 
-def ort_latency_ms(session: ort.InferenceSession, card: dict, xs: list[np.ndarray], repeats: int = 3) -> float:
+def ort_latency_ms(session: ort.InferenceSession, card: ModelCard, xs: list[np.ndarray], repeats: int = 3) -> float:
     """Median wall time of one ``run`` (after one warm-up run)."""
     ort_run(session, card, xs)
     times = []
@@ -341,7 +340,7 @@ def parity_failures(diffs: dict[str, DiffStats], resampled: tuple[str, ...]) -> 
     return failures
 
 
-def parity(net: torch.nn.Module, onnx_path: str, card: dict, batch: int = 3) -> dict[str, DiffStats]:
+def parity(net: torch.nn.Module, onnx_path: str, card: ModelCard, batch: int = 3) -> dict[str, DiffStats]:
     """PyTorch against ONNX Runtime per output on random inputs, at a batch size not exported with."""
     xs = sample_inputs(card, batch, seed=1)
     return output_diffs(list(net.output_names), ort_run(ort_session(onnx_path), card, xs), torch_run(net, xs))
@@ -351,7 +350,7 @@ def export_network(ckpt_dir: Path, out_dir: Path, opset: int = OPSET, samples: R
     """Export one network; see the module docstring. ``samples`` defaults to freshly rendered real samples."""
     net, card = load_network(ckpt_dir)
     names_in, names_out = list(net.input_names), list(net.output_names)
-    assert names_in == [s["name"] for s in card["inputs"]], f"{ckpt_dir}: card inputs disagree with the network"
+    assert names_in == card.input_names, f"{ckpt_dir}: card inputs disagree with the network"
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out_dir / f".model.onnx.tmp{os.getpid()}"
     tmp16 = out_dir / f".model.fp16.onnx.tmp{os.getpid()}"
@@ -369,7 +368,7 @@ def export_network(ckpt_dir: Path, out_dir: Path, opset: int = OPSET, samples: R
         random_diffs = parity(net, str(tmp), card)
         if samples is None:
             with tempfile.TemporaryDirectory(prefix="drape-real-") as root:
-                xs_real = RealSamples(Path(root), card["resolution"]["height"], card["resolution"]["width"]).inputs(card)
+                xs_real = RealSamples(Path(root), *card.hw).inputs(card)
         else:
             xs_real = samples.inputs(card)
         fp32 = ort_session(tmp)
@@ -380,7 +379,7 @@ def export_network(ckpt_dir: Path, out_dir: Path, opset: int = OPSET, samples: R
         failures = ([f"random inputs: {f}" for f in parity_failures(random_diffs, resampled)]
                     + [f"real samples: {f}" for f in parity_failures(real_diffs, resampled)])
         if failures:
-            raise RuntimeError(f"{card['name']}: ONNX Runtime differs from PyTorch: " + "; ".join(failures))
+            raise RuntimeError(f"{card.name}: ONNX Runtime differs from PyTorch: " + "; ".join(failures))
         random_diff = max(d.max_abs for d in random_diffs.values())
 
         sampling_ops = tuple(getattr(net, "fp16_fp32_sampling", ()))
@@ -397,7 +396,7 @@ def export_network(ckpt_dir: Path, out_dir: Path, opset: int = OPSET, samples: R
         tmp.unlink(missing_ok=True)
         tmp16.unlink(missing_ok=True)
 
-    card = {**card, "onnx": {
+    card = card.with_section("onnx", {
         "opset": opset, "onnxruntime": ort.__version__, "onnx": onnx.__version__, "torch": torch.__version__,
         "simplifier": simplifier, "nodes_exported": len(raw.graph.node), "nodes": len(model.graph.node),
         "parity_max_abs_diff": max(random_diff, real.max_abs),
@@ -413,11 +412,9 @@ def export_network(ckpt_dir: Path, out_dir: Path, opset: int = OPSET, samples: R
             "vs_fp32_on_real": asdict(fp16_diff),
             "ort_cpu_ms_batch1": latency,
         },
-    }}
-    tmp_card = out_dir / f".card.json.tmp{os.getpid()}"
-    tmp_card.write_text(json.dumps(card, indent=2))
-    os.replace(tmp_card, out_dir / "card.json")
-    return card
+    })
+    card.write(out_dir)
+    return card.dump()
 
 
 def export_all(checkpoints: Path, out: Path, networks=NETWORKS) -> list[dict]:
@@ -429,8 +426,7 @@ def export_all(checkpoints: Path, out: Path, networks=NETWORKS) -> list[dict]:
             ckpt = checkpoints / name
             if not (ckpt / "weights.pt").exists():
                 raise FileNotFoundError(f"{ckpt}/weights.pt missing: train {name} first (make train)")
-            res = json.loads((ckpt / "card.json").read_text())["resolution"]
-            hw = (int(res["height"]), int(res["width"]))
+            hw = read_card(ckpt).hw
             if hw not in samples:
                 samples[hw] = RealSamples(Path(root) / f"{hw[0]}x{hw[1]}", *hw)
             cards.append(export_network(ckpt, out / name, samples=samples[hw]))

@@ -24,7 +24,6 @@ card records) is plain Python and is exercised on CPU machines; the build itself
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -35,12 +34,12 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from drape_serving.plan_check import detect_runtime
+from drape_core.card import CARD_FILE, MAX_BATCH_SIZE, CardError, ModelCard, read_card
+from drape_core.plans import detect_runtime
 
 from .onnx_export import FP16_FILE, ONNX_FILE, DiffStats, RealSamples, ort_run, ort_session
 
 PLAN_FILE = "model.plan"
-CARD_FILE = "card.json"
 DEFAULT_CONFIG = Path(__file__).with_name("trt.yaml")
 
 Runner = Callable[[list[np.ndarray]], list[np.ndarray]]
@@ -65,7 +64,7 @@ class TrtBuildConfig(BaseModel):
     precision: Literal["fp16", "fp32"] = "fp16"
     min_batch: int = Field(1, ge=1)
     opt_batch: int = Field(4, ge=1)
-    max_batch: int = Field(8, ge=1)
+    max_batch: int = Field(MAX_BATCH_SIZE, ge=1)   # the cards' max_batch_size, which Triton is configured with
     workspace_mib: int = Field(2048, ge=64)
     builder_optimization_level: int = Field(3, ge=0, le=5)
     timing_cache: Path | None = Path("build/trt/timing.cache")
@@ -111,33 +110,30 @@ class BuildPlan:
     directory: Path
     onnx_path: Path
     profile: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]
-    card: dict
+    card: ModelCard
 
     @property
     def plan_path(self) -> Path:
         return self.directory / PLAN_FILE
 
 
-def profile_shapes(card: dict, cfg: TrtBuildConfig) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
+def profile_shapes(card: ModelCard | dict, cfg: TrtBuildConfig) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
     """(min, opt, max) shape per input: the card's CHW with the configured batch sizes.
 
     ``max_batch`` must cover the card's ``max_batch_size``, because the generated Triton config declares that
     batch size and Triton refuses a plan whose profile cannot run it.
     """
-    name = card.get("name", "?")
-    if cfg.max_batch < int(card["max_batch_size"]):
-        raise TrtError(f"{name}: max_batch {cfg.max_batch} is below the card's max_batch_size "
-                       f"{card['max_batch_size']} that Triton will be configured with")
+    card = ModelCard.of(card)   # a card's shapes are positive: static by construction
+    if cfg.max_batch < card.max_batch_size:
+        raise TrtError(f"{card.name}: max_batch {cfg.max_batch} is below the card's max_batch_size "
+                       f"{card.max_batch_size} that Triton will be configured with")
     shapes = {}
-    for spec in card["inputs"]:
-        chw = tuple(int(d) for d in spec["shape"])
-        if any(d < 1 for d in chw):
-            raise TrtError(f"{name}: input {spec['name']!r} has a non-static shape {list(chw)}")
-        shapes[spec["name"]] = tuple((b, *chw) for b in (cfg.min_batch, cfg.opt_batch, cfg.max_batch))
+    for spec in card.inputs:
+        shapes[spec.name] = tuple((b, *spec.shape) for b in (cfg.min_batch, cfg.opt_batch, cfg.max_batch))
     return shapes
 
 
-def _check_graph_io(path: Path, card: dict) -> None:
+def _check_graph_io(path: Path, card: ModelCard) -> None:
     """The graph must take and return FP32 tensors named as in the card, so the Triton config is unchanged."""
     import onnx
 
@@ -145,7 +141,7 @@ def _check_graph_io(path: Path, card: dict) -> None:
     inits = {i.name for i in model.graph.initializer}
     io = [(v.name, v.type.tensor_type.elem_type) for v in model.graph.input if v.name not in inits]
     io += [(v.name, v.type.tensor_type.elem_type) for v in model.graph.output]
-    want = {s["name"] for s in card["inputs"]} | {s["name"] for s in card["outputs"]}
+    want = set(card.input_names) | set(card.output_names)
     names = {n for n, _ in io}
     if not want <= names:
         raise TrtError(f"{path}: graph I/O {sorted(names)} lacks card tensors {sorted(want - names)}")
@@ -159,15 +155,15 @@ def plan_build(directory: str | Path, cfg: TrtBuildConfig) -> BuildPlan:
     """Resolve one ``<onnx-dir>/<network>`` into a :class:`BuildPlan` (CPU only, no TensorRT)."""
     directory = Path(directory)
     try:
-        card = json.loads((directory / CARD_FILE).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise TrtError(f"{directory}: cannot read {CARD_FILE}: {exc}") from None
+        card = read_card(directory / CARD_FILE)
+    except CardError as exc:
+        raise TrtError(str(exc)) from None
     onnx_path = directory / cfg.onnx_file
     if not onnx_path.is_file():
         raise TrtError(f"{onnx_path} not found: run `python -m drape_export onnx` (it writes {ONNX_FILE} and "
                        f"{FP16_FILE})")
     _check_graph_io(onnx_path, card)
-    return BuildPlan(card.get("name", directory.name), directory, onnx_path, profile_shapes(card, cfg), card)
+    return BuildPlan(card.name, directory, onnx_path, profile_shapes(card, cfg), card)
 
 
 # ------------------------------------------------------------------------------------------------ TensorRT
@@ -281,7 +277,7 @@ def batch_of(xs: list[np.ndarray], batch: int) -> list[np.ndarray]:
     return [np.ascontiguousarray(x[idx]) for x in xs]
 
 
-def validate(candidate: Runner, reference_onnx: Path, card: dict, samples: list[np.ndarray],
+def validate(candidate: Runner, reference_onnx: Path, card: ModelCard | dict, samples: list[np.ndarray],
              batches: Sequence[int], tolerance: Tolerance) -> dict[str, dict]:
     """Run ``candidate`` and ONNX Runtime (FP32 graph) on the same inputs at each batch size and compare.
 
@@ -296,7 +292,7 @@ def validate(candidate: Runner, reference_onnx: Path, card: dict, samples: list[
         stats = DiffStats.of(candidate(xs), ort_run(session, card, xs))
         results[str(b)] = asdict(stats)
         if not (stats.mean_abs <= tolerance.mean_abs and stats.p999_abs <= tolerance.p999_abs):
-            raise TrtError(f"{card.get('name', '?')}: at batch {b} the engine differs from ONNX Runtime FP32 by "
+            raise TrtError(f"{ModelCard.of(card).name}: at batch {b} the engine differs from ONNX Runtime FP32 by "
                            f"mean {stats.mean_abs:.2e} / p99.9 {stats.p999_abs:.2e} (max {stats.max_abs:.2e}); "
                            f"allowed mean {tolerance.mean_abs:g} / p99.9 {tolerance.p999_abs:g}")
     return results
@@ -341,7 +337,7 @@ def build_network(plan: BuildPlan, cfg: TrtBuildConfig, samples: RealSamples) ->
     engine = build_engine(plan, cfg)
     build_s = time.perf_counter() - t0
     card = plan.card
-    runner = TrtRunner(engine, [s["name"] for s in card["inputs"]], [s["name"] for s in card["outputs"]])
+    runner = TrtRunner(engine, card.input_names, card.output_names)
     validation = validate(runner, plan.directory / ONNX_FILE, card, samples.inputs(card), cfg.validation_batches,
                           cfg.tolerance)
     runtime = detect_runtime()
@@ -349,6 +345,6 @@ def build_network(plan: BuildPlan, cfg: TrtBuildConfig, samples: RealSamples) ->
     record = tensorrt_record(_import_tensorrt().__version__, runtime.compute_capability or f"{major}.{minor}",
                              runtime.gpu_name or torch.cuda.get_device_name(), cfg, plan, engine, validation, build_s)
     _write_atomic(plan.plan_path, engine)
-    card = {**card, "tensorrt": record}
-    _write_atomic(plan.directory / CARD_FILE, json.dumps(card, indent=2).encode())
-    return card
+    card = card.with_section("tensorrt", record)
+    _write_atomic(plan.directory / CARD_FILE, card.to_json().encode())
+    return card.dump()

@@ -51,7 +51,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from . import contract
+from drape_core import contract
+
+from .procs import die_with_parent, free_ports
 
 __all__ = [
     "IMAGES_PER_REQUEST",
@@ -395,12 +397,6 @@ def _accepts(host: str, port: int) -> bool:
         return False
 
 
-def _free_ports(n: int, host: str) -> list[int]:
-    from .server import free_ports
-
-    return free_ports(n, host)
-
-
 def start_gateway(triton_http_port: int, triton_grpc_port: int, http_port: int | None = None,
                   grpc_port: int | None = None, *, address: str = "127.0.0.1", triton_host: str = "127.0.0.1",
                   ready_timeout: float = 15.0, echo: bool = False, nginx: str | None = None) -> GatewayHandle:
@@ -412,7 +408,7 @@ def start_gateway(triton_http_port: int, triton_grpc_port: int, http_port: int |
     does not listen within ``ready_timeout`` seconds.
     """
     binary = nginx or find_nginx()
-    picked = iter(_free_ports(2, address if address not in ("", "0.0.0.0") else "127.0.0.1"))
+    picked = iter(free_ports(2, address if address not in ("", "0.0.0.0") else "127.0.0.1"))
     http_port = http_port if http_port is not None else next(picked)
     grpc_port = grpc_port if grpc_port is not None else next(picked)
     bind = "" if address in ("", "0.0.0.0") else f"{address}:"
@@ -429,10 +425,8 @@ def start_gateway(triton_http_port: int, triton_grpc_port: int, http_port: int |
     if test.returncode != 0:
         shutil.rmtree(prefix, ignore_errors=True)
         raise GatewayError(f"nginx refused the gateway config ({binary}):\n{(test.stderr or test.stdout).strip()}")
-    from .server import _die_with_parent
-
     process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               start_new_session=True, preexec_fn=_die_with_parent)
+                               start_new_session=True, preexec_fn=die_with_parent)
     host = "127.0.0.1" if address in ("", "0.0.0.0") else address
     handle = GatewayHandle(process=process, http_port=http_port, grpc_port=grpc_port, host=host, prefix=prefix,
                            config=config)

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from . import contract
+from drape_core import contract
 
 __all__ = ["StubStatus", "python_instances", "live_stubs", "find_server_pid", "stub_status", "check", "main"]
 

@@ -15,14 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import contract
-from .model_config import TensorConfig
-from .prepost import PreprocessLayout, RecolorPostLayout, TryonPostLayout, preprocess_pair
-from .runner import BatchedOnnxRunner, RunnerSettings
+from drape_core import contract
+from drape_core.card import CARD_FILE, read_card
+from drape_runtime.model_config import TensorConfig
+from drape_runtime.prepost import PreprocessLayout, RecolorPostLayout, TryonPostLayout, preprocess_pair
+from drape_runtime.runner import BatchedOnnxRunner, RunnerSettings
 
 __all__ = ["ReferencePipeline"]
-
-_TYPES = {"float32": "TYPE_FP32"}
 
 
 def _encoded(data: bytes | np.ndarray) -> np.ndarray:
@@ -52,13 +51,13 @@ class ReferencePipeline:
         if not versions:
             raise FileNotFoundError(f"{model_dir}: no version directory")
         version = versions[-1]
-        card = json.loads(((version / "card.json") if (version / "card.json").is_file() else model_dir / "card.json").read_text())
+        card = read_card(version if (version / CARD_FILE).is_file() else model_dir)
 
         def tensors(specs):
-            return tuple(TensorConfig(s["name"], _TYPES[s["dtype"]], tuple(s["shape"])) for s in specs)
+            return tuple(TensorConfig(s.name, s.triton_type, s.shape) for s in specs)
 
-        return BatchedOnnxRunner(RunnerSettings(version / "model.onnx", tensors(card["inputs"]),
-                                                tensors(card["outputs"]), int(card["max_batch_size"]), threads))
+        return BatchedOnnxRunner(RunnerSettings(version / "model.onnx", tensors(card.inputs),
+                                                tensors(card.outputs), card.max_batch_size, threads))
 
     def _net(self, model: str, **inputs: np.ndarray) -> dict[str, np.ndarray]:
         runner = self.runners.get(model)

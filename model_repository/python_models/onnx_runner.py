@@ -3,7 +3,7 @@
 Generic: tensor names and dims come from the model config, the graph is
 ``model.onnx`` in the version directory, ``intra_op_num_threads`` is a config
 parameter. All requests the dynamic batcher delivers run as one ONNX Runtime
-batch (see ``drape_serving.runner.BatchedOnnxRunner``); a request with wrong
+batch (see ``drape_runtime.runner.BatchedOnnxRunner``); a request with wrong
 shapes gets its own INVALID_ARGUMENT response and the rest still run.
 """
 
@@ -11,8 +11,8 @@ import os
 
 import triton_python_backend_utils as pb_utils
 
-from drape_serving.model_config import ModelConfig
-from drape_serving.runner import BatchedOnnxRunner, RequestShapeError, RunnerSettings
+from drape_runtime.model_config import ModelConfig
+from drape_runtime.runner import BatchedOnnxRunner, RequestShapeError, RunnerSettings
 
 
 class TritonPythonModel:

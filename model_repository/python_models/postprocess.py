@@ -2,13 +2,14 @@
 
 One file serves both ``tryon_postprocess`` (composite the try-on into the person photo) and
 ``recolor_postprocess`` (apply the colour change to the on-model photo, plus the garment mask): the layout is
-chosen by the model's name. The logic lives in ``drape_serving.prepost``; this file only moves tensors.
+chosen by the model's name. The logic lives in ``drape_runtime.prepost``; this file only moves tensors.
 """
 
 import triton_python_backend_utils as pb_utils
 
-from drape_serving.model_config import ModelConfig
-from drape_serving.prepost import RECOLOR_DECISIONS, RecolorPostLayout, TryonPostLayout
+from drape_runtime.model_config import ModelConfig
+from drape_core.recolor_policy import RECOLOR_DECISIONS
+from drape_runtime.prepost import RecolorPostLayout, TryonPostLayout
 
 LAYOUTS = {"tryon_postprocess": TryonPostLayout, "recolor_postprocess": RecolorPostLayout}
 

@@ -2,15 +2,15 @@
 
 Serves both ``tryon_preprocess`` and ``recolor_preprocess``: input and output
 names and the model resolution come from the model config this instance was
-loaded with (see ``drape_serving.prepost.PreprocessLayout``). A bad image fails
+loaded with (see ``drape_runtime.prepost.PreprocessLayout``). A bad image fails
 only its own request, with INVALID_ARGUMENT and a message naming the input.
 """
 
 import triton_python_backend_utils as pb_utils
 
-from drape_serving.codec import ImageInputError
-from drape_serving.model_config import ModelConfig
-from drape_serving.prepost import PreprocessLayout, preprocess_pair
+from drape_runtime.codec import ImageInputError
+from drape_runtime.model_config import ModelConfig
+from drape_runtime.prepost import PreprocessLayout, preprocess_pair
 
 
 class TritonPythonModel:

@@ -54,7 +54,8 @@ import numpy as np
 from PIL import Image
 
 from drape_client import DrapeClient
-from drape_serving import contract
+from drape_core import contract
+from drape_core.colour import rgb_to_lab
 
 __all__ = [
     "Thresholds",
@@ -139,24 +140,10 @@ class ProberConfig:
 # ------------------------------------------------------------------------------- quality
 
 
-_SRGB_TO_XYZ = np.array(
-    [[0.4124564, 0.3575761, 0.1804375], [0.2126729, 0.7151522, 0.0721750], [0.0193339, 0.1191920, 0.9503041]]
-)
-_D65_WHITE = np.array([0.95047, 1.0, 1.08883])
-
-
 def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
-    """uint8 sRGB ``[..., 3]`` -> CIELAB (D65) float64 ``[..., 3]``: ΔE is only meaningful in Lab."""
-    c = rgb.astype(np.float64) / 255.0
-    linear = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
-    t = (linear @ _SRGB_TO_XYZ.T) / _D65_WHITE
-    delta = 6.0 / 29.0
-    f = np.where(t > delta**3, np.cbrt(t), t / (3 * delta**2) + 4.0 / 29.0)
-    lab = np.empty_like(f)
-    lab[..., 0] = 116.0 * f[..., 1] - 16.0
-    lab[..., 1] = 500.0 * (f[..., 0] - f[..., 1])
-    lab[..., 2] = 200.0 * (f[..., 1] - f[..., 2])
-    return lab
+    """uint8 sRGB ``[..., 3]`` -> CIELAB (D65) float64 ``[..., 3]``: ΔE is only meaningful in Lab
+    (``drape_core.colour``, the one implementation every stage uses)."""
+    return rgb_to_lab(np.asarray(rgb, np.uint8))
 
 
 @dataclass(frozen=True)

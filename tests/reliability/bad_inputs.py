@@ -67,9 +67,9 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 from PIL import Image
 
-from drape_serving import contract
-from drape_serving.codec import ImageInputError, Limits, decode_image
-from drape_serving.geometry import letterbox, unletterbox
+from drape_core import contract
+from drape_runtime.codec import ImageInputError, Limits, decode_image
+from drape_core.geometry import letterbox, unletterbox
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_REPO = ROOT / "build" / "model_repository" / "cpu"

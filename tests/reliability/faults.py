@@ -626,7 +626,7 @@ def _model_of(instance: str) -> str:
 
 
 def _ensembles_using(model: str) -> list[str]:
-    from drape_serving import contract
+    from drape_core import contract
 
     return [s.name for s in contract.ENSEMBLES.values()
             if model in (s.preprocess_model, s.postprocess_model, *s.networks)]

@@ -327,7 +327,7 @@ def _tag_step(tag: str) -> int:
 def _check_pair(net_dir: Path, ws: Workspace, state: DiskState) -> None:
     """weights.pt and card.json exist together and the card describes these weights. One more state is valid: the
     new weights renamed in and their complete card still under its temp name (the kill fell between the two
-    renames of train.save_best); --resume renames that card in, so it is checked instead and reported."""
+    renames of outputs.save_best); --resume renames that card in, so it is checked instead and reported."""
     state.weights, state.card = (net_dir / "weights.pt").exists(), (net_dir / "card.json").exists()
     pending = [p for p in net_dir.glob(".card.json.tmp*")
                if not (net_dir / f".weights.pt.tmp{p.name.removeprefix('.card.json.tmp')}").exists()]

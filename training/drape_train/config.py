@@ -8,6 +8,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from drape_core.contract import DEFAULT_RESOLUTION
 from drape_train.data.layout import RECOLOR_MAGNITUDE, magnitude_range
 
 NetworkName = Literal["garment_seg", "human_parsing", "gmm", "tom", "recolor", "onmodel_seg"]
@@ -49,8 +50,8 @@ class ModelCfg(_Strict):
 
 class DataCfg(_Strict):
     root: str = "data/synth"
-    height: int = 256
-    width: int = 192
+    height: int = DEFAULT_RESOLUTION[0]   # drape_core.contract: the one default
+    width: int = DEFAULT_RESOLUTION[1]
     # tom: the garment as the exact flow warps it, or as the trained GMM (<out>/gmm) warps it — what serving feeds
     # TOM, so the renderer learns to fix the GMM's misfits instead of meeting them first in production
     warps: Literal["exact", "gmm"] = "exact"

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import warnings
 from pathlib import Path
 
 import cv2
@@ -43,11 +42,12 @@ import torch
 from rich.console import Console
 from rich.table import Table
 from scipy import ndimage
-from skimage.color import lab2rgb, rgb2lab
 from skimage.filters import threshold_otsu
 from torch.utils.data import DataLoader
 
-from drape_serving.prepost import RECOLOR_FALLBACK_MARGIN, RECOLOR_KEEP_BELOW, recolor_choose
+from drape_core.card import ModelCard, read_card
+from drape_core.colour import lab_to_rgb, rgb_to_lab
+from drape_core.recolor_policy import RECOLOR_FALLBACK_MARGIN, RECOLOR_KEEP_BELOW, recolor_choose
 from drape_train.config import TrainConfig
 from drape_train.data.layout import RECOLOR_MAGNITUDE
 from drape_train.datasets import NetworkDataset, _img
@@ -59,8 +59,7 @@ console = Console(width=None if sys.stdout.isatty() else 150)
 
 
 def load_objective(ckpt: Path) -> Objective:
-    card = json.loads((ckpt / "card.json").read_text())
-    obj = Objective(TrainConfig.model_validate(card["config"]))
+    obj = Objective(TrainConfig.model_validate(read_card(ckpt).config))
     obj.net.load_state_dict(torch.load(ckpt / "weights.pt", map_location="cpu", weights_only=True))
     return obj.eval()
 
@@ -72,7 +71,7 @@ def _np(t: torch.Tensor) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------- baselines
 
 def seg_baseline(image: np.ndarray) -> np.ndarray:
-    lab = rgb2lab(image)
+    lab = rgb_to_lab(image)
     border = np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]])
     dist = np.linalg.norm(lab - np.median(border, 0), axis=-1)
     mask = dist > threshold_otsu(dist)
@@ -138,14 +137,12 @@ def reinhard(on_model: np.ndarray, mask: np.ndarray, still: np.ndarray, still_ma
     out = on_model.copy()
     if mask.sum() < 2 or still_mask.sum() < 2:
         return out
-    src, ref = rgb2lab(on_model), rgb2lab(still)
+    src, ref = rgb_to_lab(on_model), rgb_to_lab(still)
     s, r = src[mask], ref[still_mask]
     moved = (s - s.mean(0)) / (s.std(0) + 1e-6) * r.std(0) + r.mean(0)
     lab = src.copy()
     lab[mask] = moved
-    with warnings.catch_warnings():   # the moved Lab values leave the sRGB gamut; clipping them is the method
-        warnings.filterwarnings("ignore", message=".*negative Z values.*")
-        out[mask] = np.clip(lab2rgb(lab)[mask], 0, 1)
+    out[mask] = lab_to_rgb(lab[mask])   # the moved Lab values leave the sRGB gamut; clipping them is the method
     return out
 
 
@@ -263,8 +260,8 @@ def evaluate_network(name: str, ckpt: Path, data: str, split: str, batch: int = 
 def served_recolor(obj, b: dict, fallback_margin: float = RECOLOR_FALLBACK_MARGIN) -> torch.Tensor:
     """Per-pixel CIEDE2000 [B,H,W] of what the recolor ensemble returns, at model resolution: the photo as it is
     where the network changes the garment (its own mask) by less than the postprocess threshold
-    (`drape_serving.prepost.recolor_change` < RECOLOR_KEEP_BELOW), else the classical transfer where it fits the
-    still better (`drape_serving.prepost.recolor_fallback`), else the network's output: `recolor_choose`, the code
+    (`drape_core.recolor_policy.recolor_change` < RECOLOR_KEEP_BELOW), else the classical transfer where it fits the
+    still better (`drape_core.recolor_policy.recolor_fallback`), else the network's output: `recolor_choose`, the code
     the postprocess runs."""
     inputs = obj.inputs(b)
     out, m = obj.net(*inputs)
@@ -274,8 +271,8 @@ def served_recolor(obj, b: dict, fallback_margin: float = RECOLOR_FALLBACK_MARGI
     return delta_e2000(torch.from_numpy(np.stack(served)), b["target"])[:, 0]
 
 
-def onmodel_variant(card: dict) -> str:
-    m = card["config"]["model"]
+def onmodel_variant(card: ModelCard) -> str:
+    m = card.config["model"]
     return ("dual+skip" if m.get("cross_skip") else "dual") if m.get("dual", True) else "single"
 
 
@@ -294,8 +291,8 @@ def evaluate_onmodel(ckpts: list[Path], parsing: Path | None, data: str, split: 
     for ckpt in ckpts:
         if not (ckpt / "weights.pt").is_file():
             raise FileNotFoundError(f"--onmodel {ckpt}: no weights.pt (train it: training/train_onmodel_seg.py)")
-        card = json.loads((ckpt / "card.json").read_text())
-        runs.append({"ckpt": ckpt, "variant": onmodel_variant(card), "seed": card["train"]["seed"],
+        card = read_card(ckpt)
+        runs.append({"ckpt": ckpt, "variant": onmodel_variant(card), "seed": card.train["seed"],
                      "obj": load_objective(ckpt), "per": {}})
     for r in runs:
         r["label"] = f"onmodel_seg {r['variant']} seed {r['seed']}"
@@ -304,11 +301,11 @@ def evaluate_onmodel(ckpts: list[Path], parsing: Path | None, data: str, split: 
     ds = NetworkDataset(data, split, "onmodel_seg", seed=12345)
     hp = None
     if parsing is not None and (parsing / "weights.pt").is_file():
-        res = json.loads((parsing / "card.json").read_text())["resolution"]
-        if [res["height"], res["width"]] == list(ds[0]["on_model"].shape[-2:]):
+        hw = read_card(parsing).hw
+        if list(hw) == list(ds[0]["on_model"].shape[-2:]):
             hp = load_objective(parsing).net
         else:
-            console.print(f"[yellow]{parsing} is trained at {res['height']}x{res['width']}, not at the data's "
+            console.print(f"[yellow]{parsing} is trained at {hw[0]}x{hw[1]}, not at the data's "
                           "resolution: no human_parsing baseline[/]")
     groups = ParsingGroups()
     partner = {p: c for p, c, _ in ds.pairs if p != c}      # synthetic pairs: same person, the other garment

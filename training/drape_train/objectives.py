@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 import os
 
-from drape_serving.prepost import feather_sigma
+from drape_core.geometry import feather_sigma
 from drape_train.config import TrainConfig
 from drape_train.losses import PatchDiscriminator, boundary_loss, focal_loss, load_vgg, perceptual_and_style, tversky_loss
 from drape_train.models import build
@@ -32,14 +32,14 @@ def masked_l1(a, b, mask):
 def delta_e76(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Per-pixel CIE76 colour difference [B,1,H,W] between sRGB images in [0,1] (differentiable; zero gradient at
     identical colours, where a plain sqrt has none)."""
-    from drape_train.color import delta_e_76, rgb_to_lab
+    from drape_core.colour import delta_e_76, rgb_to_lab
 
     return delta_e_76(rgb_to_lab(a.clamp(0, 1), dim=1), rgb_to_lab(b.clamp(0, 1), dim=1), dim=1)[:, None]
 
 
 def delta_e2000(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Per-pixel CIEDE2000 [B,1,H,W] between sRGB images in [0,1]."""
-    from drape_train.color import delta_e_2000, rgb_to_lab
+    from drape_core.colour import delta_e_2000, rgb_to_lab
 
     lab_a, lab_b = rgb_to_lab(a.clamp(0, 1), dim=1), rgb_to_lab(b.clamp(0, 1), dim=1)
     return delta_e_2000(lab_a, lab_b, dim=1)[:, None]
@@ -66,7 +66,7 @@ def tryon_ssim(image, target, person) -> dict[str, torch.Tensor]:
 
 def served_tryon(tryon: torch.Tensor, edit_mask: torch.Tensor, person: torch.Tensor) -> torch.Tensor:
     """What the try-on ensemble returns, at model resolution: TOM's image inside the feathered edit mask, the
-    person photo's own pixels outside (`drape_serving.prepost.tryon_composite` in torch, same Gaussian: cv2's
+    person photo's own pixels outside (`drape_runtime.prepost.tryon_composite` in torch, same Gaussian: cv2's
     kernel size for float images, replicated border)."""
     s = feather_sigma(tryon.shape[-2])
     k = 2 * int(round(4 * s)) + 1

@@ -40,9 +40,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from skimage.color import lab2rgb, rgb2lab
 
-from drape_train.color import delta_e_2000, rgb_to_lab
+from drape_core.colour import delta_e_2000, lab_to_rgb, rgb_to_lab
 from drape_train.datasets import NetworkDataset, warp_with_flow
 from drape_train.evaluate import evaluate_network, load_objective, reinhard
 from drape_train.models.recolor import moment_match
@@ -81,8 +80,8 @@ def gaussian_ot(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
 
 def _in_lab(fn):
     def wrapped(x, ref):
-        out = fn(rgb2lab(x[None])[0], rgb2lab(ref[None])[0])
-        return lab2rgb(out[None])[0]
+        out = fn(rgb_to_lab(x), rgb_to_lab(ref))
+        return lab_to_rgb(out)
     return wrapped
 
 

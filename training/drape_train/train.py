@@ -26,7 +26,6 @@ checkpoint holds) go to every rank before each validation; the GAN discriminator
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import random
@@ -45,10 +44,10 @@ from torch.utils.tensorboard import SummaryWriter
 from drape_train.config import TrainConfig, load_config
 from drape_train.datasets import NetworkDataset
 from drape_train.objectives import Objective
+from drape_train.outputs import (append_csv, atomic_write, make_card, plot_curves, prune_checkpoints, recover_best,
+                                 save_best, tensor_specs, truncate_csv)
 
 console = Console()
-CARD_FORMAT = 1
-MAX_BATCH = 8
 
 
 def parse_args(argv=None):
@@ -69,12 +68,6 @@ def parse_args(argv=None):
     ap.add_argument("--local_rank", type=int, default=int(os.environ.get("LOCAL_RANK", 0)),
                     help="set by the deepspeed launcher")
     return ap.parse_args(argv)
-
-
-def atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 def seed_everything(seed: int) -> None:
@@ -304,61 +297,6 @@ def validate(objective: Objective, val_loader: DataLoader, device) -> dict[str, 
     return out
 
 
-def tensor_specs(objective: Objective, batch: dict) -> tuple[list[dict], list[dict]]:
-    net = objective.net
-    net.eval()
-    with torch.no_grad():
-        ins = objective.inputs(to_device(batch, next(net.parameters()).device))
-        outs = net(*ins)
-    net.train()
-    outs = outs if isinstance(outs, tuple) else (outs,)
-
-    def spec(names, tensors):
-        return [{"name": n, "dtype": "float32", "shape": list(t.shape[1:])} for n, t in zip(names, tensors)]
-
-    return spec(net.input_names, ins), spec(net.output_names, outs)
-
-
-def make_card(cfg: TrainConfig, specs, metrics: dict, train_info: dict) -> dict:
-    labels = None
-    if cfg.network == "human_parsing":
-        from drape_train.data.synth import LIP_LABELS
-        labels = list(LIP_LABELS)
-    card = {
-        "name": cfg.network, "family": cfg.network, "format_version": CARD_FORMAT,
-        "resolution": {"height": cfg.data.height, "width": cfg.data.width},
-        "inputs": specs[0], "outputs": specs[1], "max_batch_size": MAX_BATCH,
-        "normalization": "RGB float32 in [0,1], NCHW; logits are pre-sigmoid/pre-softmax",
-        "labels": labels, "metrics": metrics, "train": train_info,
-        "config": cfg.model_dump(),
-    }
-    return card
-
-
-def save_best(out: Path, state: dict, card: dict) -> None:
-    """Write weights.pt and card.json as one pair: both temp files are complete before the first rename, so a kill
-    leaves the old pair, the new pair, or the new weights with their card still in its temp file, which
-    _recover_best() renames in on --resume. (Renaming each file as soon as it is written left new weights under an
-    old card for the length of a forward pass.)"""
-    pid = os.getpid()
-    weights_tmp, card_tmp = out / f".weights.pt.tmp{pid}", out / f".card.json.tmp{pid}"
-    torch.save(state, weights_tmp)
-    card_tmp.write_text(json.dumps(card, indent=2))
-    os.replace(weights_tmp, out / "weights.pt")
-    os.replace(card_tmp, out / "card.json")
-
-
-def _recover_best(out: Path) -> None:
-    """Finish a save_best() a kill interrupted between its renames (the card's temp file is complete and its weights
-    temp file is gone), then drop every other temp file: those writes never finished."""
-    for card_tmp in out.glob(".card.json.tmp*"):
-        pid = card_tmp.name.removeprefix(".card.json.tmp")
-        if (out / "weights.pt").exists() and not (out / f".weights.pt.tmp{pid}").exists():
-            os.replace(card_tmp, out / "card.json")
-    for tmp in (*out.glob(".*.tmp*"), *(out / "ds").glob(".*.tmp*")):
-        tmp.unlink(missing_ok=True)
-
-
 def train_one(config_path: str, args) -> dict:
     import deepspeed
 
@@ -419,7 +357,7 @@ def train_one(config_path: str, args) -> dict:
     step, best, since_best, before = 0, None, 0, 0.0   # before: seconds trained before a --resume
     skipped = 0   # float16: steps since the last log row whose gradients overflowed (not taken; the scale backs off)
     if args.resume and engine.global_rank == 0:
-        _recover_best(out)
+        recover_best(out)
     if args.resume and (out / "ds").exists():
         _, client = engine.load_checkpoint(str(out / "ds"))
         if client:
@@ -435,7 +373,7 @@ def train_one(config_path: str, args) -> dict:
         raise SystemExit(f"{cfg.network}: --until {args.until} is not past step {step}, where this run starts")
     rank0 = engine.global_rank == 0
     if args.resume and rank0:
-        _truncate_csv(out / "metrics.csv", step)
+        truncate_csv(out / "metrics.csv", step)
     train_loader = loader(train_ds, cfg, True, cfg.schedule.seed)
     if len(train_loader) == 0:
         raise SystemExit(f"{cfg.network}: {len(train_ds)} training items make no full batch of "
@@ -523,7 +461,7 @@ def train_one(config_path: str, args) -> dict:
                 else:
                     since_best += 1
                 if rank0:  # the log first: rows past the checkpoint a kill leaves are dropped by --resume
-                    _append_csv(out / "metrics.csv", log_rows)
+                    append_csv(out / "metrics.csv", log_rows)
                     log_rows = []
                 engine.save_checkpoint(str(out / "ds"), tag=f"step{step}", client_state={
                     "step": step, "best": best, "since_best": since_best,
@@ -532,7 +470,7 @@ def train_one(config_path: str, args) -> dict:
                     save_latest=False)
                 if rank0:  # DeepSpeed writes `latest` in place; a kill can leave it empty and --resume then fails
                     atomic_write(out / "ds" / "latest", lambda p: p.write_text(f"step{step}"))
-                    _prune_checkpoints(out / "ds", keep=f"step{step}")
+                    prune_checkpoints(out / "ds", keep=f"step{step}")
                 progress.update(task, info=f"{cfg.metric} {metrics[cfg.metric]:.4f}")
                 if cfg.schedule.early_stop_patience and since_best >= cfg.schedule.early_stop_patience:
                     console.print(f"{cfg.network}: early stop at step {step} (best {best['step']})")
@@ -548,61 +486,6 @@ def train_one(config_path: str, args) -> dict:
         console.print(f"[bold]{cfg.network}[/]: best {cfg.metric}={best['metrics'][cfg.metric]:.4f} at step "
                       f"{best['step']} ({wall:.0f} s) -> {out}")
     return {"network": cfg.network, "best": best, "wall_s": wall}
-
-
-def plot_curves(csv_path: Path, png: Path, metric: str) -> None:
-    """Training loss and the selection metric against step, one PNG per network."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = list(csv.DictReader(csv_path.open())) if csv_path.exists() else []
-    train = [(int(r["step"]), float(r["loss"])) for r in rows if r.get("loss")]
-    val = [(int(r["step"]), float(r[f"val_{metric}"])) for r in rows if r.get(f"val_{metric}")]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
-    if train:
-        a.plot(*zip(*train))
-    a.set(title=f"{csv_path.parent.name}: training loss", xlabel="step", yscale="log")
-    if val:
-        b.plot(*zip(*val), marker="o")
-    b.set(title=f"validation {metric}", xlabel="step")
-    fig.tight_layout()
-    atomic_write(png, lambda p: fig.savefig(p, dpi=100, format="png"))
-    plt.close(fig)
-
-
-def _prune_checkpoints(ds_dir: Path, keep: str) -> None:
-    """Drop older DeepSpeed tags once `keep` is complete (DeepSpeed wrote `latest` after the files)."""
-    if (ds_dir / "latest").exists() and (ds_dir / "latest").read_text().strip() == keep:
-        for d in ds_dir.iterdir():
-            if d.is_dir() and d.name != keep:
-                shutil.rmtree(d, ignore_errors=True)
-
-
-def _truncate_csv(path: Path, step: int) -> None:
-    """Drop the rows past the step --resume continues from: the resumed run logs those steps again."""
-    rows = list(csv.DictReader(path.open())) if path.exists() else []
-    if any(int(r["step"]) > step for r in rows):
-        _write_csv(path, [r for r in rows if int(r["step"]) <= step])
-
-
-def _append_csv(path: Path, rows: list[dict]) -> None:
-    """Rewrite the CSV with the union of columns (validation rows add columns the training rows lack)."""
-    old = list(csv.DictReader(path.open())) if path.exists() else []
-    _write_csv(path, old + rows)
-
-
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    fields = list(dict.fromkeys(k for r in rows for k in r))
-
-    def write(p):
-        with p.open("w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=fields)
-            w.writeheader()
-            w.writerows(rows)
-
-    atomic_write(path, write)
 
 
 def main(argv=None) -> None:

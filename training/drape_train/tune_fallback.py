@@ -1,6 +1,6 @@
 """Choose recolor_postprocess's still-consistency fallback margin on a split (validation, never the test split).
 
-For every item the served decision is made as the postprocess makes it (`drape_serving.prepost`: the keep-gate,
+For every item the served decision is made as the postprocess makes it (`drape_runtime.prepost`: the keep-gate,
 then the Gaussian transfer where it is closer to the still's shading-free colours by more than the margin), and
 the pooled CIEDE2000 inside the true garment is printed for each margin, beside the network alone, the transfer
 alone and the gate alone. One forward pass serves every margin.
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from drape_serving.prepost import RECOLOR_FALLBACK_MARGIN, RECOLOR_KEEP_BELOW, fallback_candidate, recolor_change
+from drape_core.recolor_policy import RECOLOR_FALLBACK_MARGIN, RECOLOR_KEEP_BELOW, fallback_candidate, recolor_change
 from drape_train.datasets import NetworkDataset
 from drape_train.evaluate import load_objective
 from drape_train.objectives import delta_e2000

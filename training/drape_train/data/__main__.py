@@ -10,6 +10,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from drape_core.contract import DEFAULT_RESOLUTION
+
 DESCRIPTION = """\
 Seeded procedural try-on data in the VITON-HD folder layout.
 
@@ -235,8 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--val", type=int, default=32, help="validation pairs")
     g.add_argument("--test", type=int, default=32, help="test pairs")
     g.add_argument("--seed", type=int, default=0, help="base seed; splits and pairs get disjoint derived seeds")
-    g.add_argument("--height", type=int, default=256, help="image height (VITON-HD: 1024)")
-    g.add_argument("--width", type=int, default=192, help="image width (VITON-HD: 768)")
+    g.add_argument("--height", type=int, default=DEFAULT_RESOLUTION[0], help="image height (VITON-HD: 1024)")
+    g.add_argument("--width", type=int, default=DEFAULT_RESOLUTION[1], help="image width (VITON-HD: 768)")
     g.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, 8), help="rendering processes")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.add_argument("--recolor", action="store_true",
@@ -284,8 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "Prints the mean CIEDE2000 inside the garment against the raw render.")
     o.add_argument("--n", type=int, default=32, help="pairs (2 images each)")
     o.add_argument("--seed", type=int, default=0)
-    o.add_argument("--height", type=int, default=256)
-    o.add_argument("--width", type=int, default=192)
+    o.add_argument("--height", type=int, default=DEFAULT_RESOLUTION[0])
+    o.add_argument("--width", type=int, default=DEFAULT_RESOLUTION[1])
     o.add_argument("--large", type=int, default=4, help="the real-data path renders this many times larger")
     o.set_defaults(func=_storage)
 

@@ -130,7 +130,7 @@ def measure_scale(magnitudes=(0.05, 0.1, 0.2, 0.35, 0.5, 1.0), n_samples: int = 
     What "magnitude" means in colour-difference units: the table in the module docstring comes from this
     (`python -m drape_train.data scale`). Each (sample, mode, magnitude) gets its own seeded draw.
     """
-    from ..color import delta_e_2000, rgb_to_lab
+    from drape_core.colour import delta_e_2000, rgb_to_lab
     from .synth import render_pair
 
     samples = [s for k in range((n_samples + 1) // 2) for s in render_pair(10_000 + seed * 1000 + k, height, width)]

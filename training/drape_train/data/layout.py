@@ -45,6 +45,8 @@ import numpy as np
 from PIL import Image
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from drape_core.contract import DEFAULT_RESOLUTION
+
 from .degrade import MODES as DEGRADE_MODES
 from .degrade import apply as apply_degradation
 from .degrade import sample_params
@@ -84,7 +86,8 @@ def _jpeg_roundtrip(rgb: np.ndarray, params) -> np.ndarray:
     return cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]
 
 
-def measure_storage(n_pairs: int = 32, seed: int = 0, height: int = 256, width: int = 192, large: int = 4) -> dict:
+def measure_storage(n_pairs: int = 32, seed: int = 0, height: int = DEFAULT_RESOLUTION[0], width: int = DEFAULT_RESOLUTION[1],
+                    large: int = 4) -> dict:
     """Mean CIEDE2000 inside the garment between the raw render and what a loader reads back at height x width.
 
     Rows: each of STORAGE_SETTINGS applied at height x width (what the studio writes), and "real-data path":
@@ -92,7 +95,7 @@ def measure_storage(n_pairs: int = 32, seed: int = 0, height: int = 256, width: 
     resized down with INTER_AREA, as a loader reads a real dataset at the working resolution. The raw reference
     for every row is the large render resized the same way, so every row sees the same scene.
     """
-    from ..color import delta_e_2000, rgb_to_lab
+    from drape_core.colour import delta_e_2000, rgb_to_lab
     from .synth import render_pair
 
     def down(x):
@@ -179,7 +182,7 @@ def degradation_for(seed: int, j: int, magnitude=RECOLOR_MAGNITUDE) -> tuple[str
 
 def write_recolor_item(item_dir: Path, s: Sample, mode: str, magnitude: float, steps: list[dict], info: dict):
     """One recolor item: still + mask, degraded on-model + mask, the true on-model photo and degradation.json."""
-    from ..color import delta_e_2000, rgb_to_lab
+    from drape_core.colour import delta_e_2000, rgb_to_lab
 
     item_dir.mkdir(parents=True, exist_ok=True)
     degraded = apply_degradation(s.image, s.garment_mask, steps)
@@ -234,7 +237,7 @@ def _clear_previous(root: Path):
                               f"written by this tool, refusing to overwrite it")
 
 
-def write_dataset(root, n_pairs: dict, seed: int = 0, height: int = 256, width: int = 192, workers: int = 1,
+def write_dataset(root, n_pairs: dict, seed: int = 0, height: int = DEFAULT_RESOLUTION[0], width: int = DEFAULT_RESOLUTION[1], workers: int = 1,
                   progress: bool = True, recolor: bool = False, magnitude: tuple = RECOLOR_MAGNITUDE) -> dict:
     """Render n_pairs[split] pairs per split into the VITON-HD layout under root; returns dataset.json's content.
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from drape_core.contract import DEFAULT_RESOLUTION
+
 from .bodies import ARM_WIDTHS, LEG_WIDTHS, Person, _chain, _knots, _sample_person
 from .common import (FACE, FLOW_INVALID, GARMENT_LABELS, GENERATOR_VERSION, HAIR, LEFT_ARM, LEFT_LEG, LEFT_SHOE,
                      LIP_PALETTE, NECK_LABEL, PANTS, RIGHT_ARM, RIGHT_LEG, RIGHT_SHOE, SKIRT, SUNGLASSES, Sample, _box,
@@ -302,7 +304,8 @@ def _render(p: Person, g: Garment, cloth: Cloth, seed: int, role: str, cv: _Canv
                   keypoints=p.keypoints.copy(), garment_type=g.kind, garment_rgb=rgb, shading=cv.shade, meta=meta)
 
 
-def render_pair(seed: int, height: int = 256, width: int = 192) -> tuple[Sample, Sample]:
+def render_pair(seed: int, height: int = DEFAULT_RESOLUTION[0],
+                width: int = DEFAULT_RESOLUTION[1]) -> tuple[Sample, Sample]:
     """The same person (identity, pose, background, lower body) wearing garment A, then garment B.
 
     B differs from A in colour and in type or texture, so (image A, cloth B) -> image B is an exact try-on target.

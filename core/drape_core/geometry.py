@@ -171,3 +171,12 @@ def unletterbox(img: np.ndarray, params: LetterboxParams, interpolation: int | N
         )
     content = img[params.content_slice]
     return resize(content, (params.src_h, params.src_w), interpolation)
+
+
+def feather_sigma(model_height: int) -> float:
+    """Gaussian sigma (model pixels) used to soften the try-on edit mask: 1 px per 256 rows.
+
+    Scaling with the model height keeps the feather the same fraction of the
+    image at 256x192, 512x384 and 1024x768.
+    """
+    return max(0.5, model_height / 256.0)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from . import contract
+from drape_core import contract
 
 __all__ = ["Limits", "DEFAULT_LIMITS", "ImageInputError", "decode_image", "encode_png", "encode_jpeg"]
 

@@ -1,7 +1,7 @@
 """What the still-consistency fallback costs a recolor request through Triton: fallback on vs off, side by side.
 
-    python client/benchmarks/recolor_fallback.py                       # quick CPU repository, 16 pairs, 3 rounds
-    python client/benchmarks/recolor_fallback.py --repo build/s16/repo --pairs 32 --rounds 3 --out build/bench/fallback.json
+    python benchmarks/recolor_fallback.py                       # quick CPU repository, 16 pairs, 3 rounds
+    python benchmarks/recolor_fallback.py --repo build/s16/repo --pairs 32 --rounds 3 --out build/bench/fallback.json
 
 Two tritonservers on free ports: the repository as it is (``still_fallback_margin`` as assembled, default 0.03) and
 a copy of it whose ``recolor_postprocess`` has ``still_fallback_margin "inf"`` (what ``drape_export repo
@@ -28,9 +28,9 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pipelines import make_requests  # noqa: E402  (torch-free: the same pairs as the side-by-side benchmark)
+from pipeline_runners import make_requests  # noqa: E402  (torch-free: the same pairs as the side-by-side benchmark)
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_REPO = ROOT / "build" / "model_repository" / "cpu"
 PARAMETER = re.compile(r'(key: "still_fallback_margin" value \{ string_value: )"[^"]*"')
 
@@ -91,7 +91,7 @@ def run(repo: Path, n_pairs: int, rounds: int, size: tuple[int, int]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python client/benchmarks/recolor_fallback.py", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python benchmarks/recolor_fallback.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("--repo", type=Path, default=DEFAULT_REPO, help="CPU model repository (default %(default)s)")

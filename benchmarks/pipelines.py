@@ -1,12 +1,12 @@
 """Side-by-side benchmark of the three ways to run drape, in one run, on the same weights and the same images.
 
-    python client/benchmarks/pipelines.py            # make bench
-    python client/benchmarks/pipelines.py --requests 20 --image-hw 1024x768 --concurrency 1,4,16
+    python benchmarks/pipelines.py            # make bench
+    python benchmarks/pipelines.py --requests 20 --image-hw 1024x768 --concurrency 1,4,16
 
 (a) eager   the seeds' infer.py way: the five networks loaded from build/checkpoints with drape_train.models +
             torch, one request at a time: decode/letterbox -> networks -> composite, sequentially.
 (b) ort     the same ensemble steps in this process, networks on ONNX Runtime through the serving runner
-            (drape_serving.runner.BatchedOnnxRunner, same ONNX files and thread settings as the repository).
+            (drape_runtime.runner.BatchedOnnxRunner, same ONNX files and thread settings as the repository).
 (c) triton  the `tryon` and `recolor` ensembles on a tritonserver started here on free ports, driven by the
             thin client over gRPC at concurrency 1, 4 and 16.
 
@@ -22,177 +22,55 @@ The run also measures this machine's GEMM peak (numpy and torch float32 matmul l
 from the ONNX graphs (flops.py), records Triton's per-model statistics, a cProfile of (b) and a per-network
 microbenchmark (ORT vs torch, 1/2 threads, batch 1/8), prints ratios against the targets and writes results.json
 and pipelines.png to --out.
+
+The pipelines and the Triton load generator are in pipeline_runners.py; this file drives a run and writes the
+tables, results.json and the plot.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
-import cProfile
 import hashlib
-import io
 import json
 import os
 import platform
-import pstats
 import subprocess
 import sys
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent.parent
+ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 from flops import count_macs  # noqa: E402
+from pipeline_runners import (  # noqa: E402  (tests/test_bench.py reaches the pipelines through this module)
+    Pipeline,
+    closed_loop,
+    counters_delta,
+    ensemble_models,
+    load_config,
+    make_requests,
+    max_abs_diff,
+    network_profile,
+    ort_networks,
+    profile_ort,
+    stats_rows,
+    torch_networks,
+    triton_stats,
+    version_dir,
+)
 
-from drape_serving import contract  # noqa: E402
-from drape_serving.model_config import ModelConfig  # noqa: E402
-from drape_serving.prepost import PreprocessLayout, RecolorPostLayout, TryonPostLayout, preprocess_pair  # noqa: E402
+from drape_core import contract  # noqa: E402
 
 TARGET_THROUGHPUT_X = 2.0     # Triton throughput >= 2x eager
 TARGET_OVERHEAD = 0.15        # Triton latency at concurrency 1 <= 1.15x in-process ORT
-Network = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
 
-# ------------------------------------------------------------------------------------ repository
-
-
-def load_config(path: Path) -> dict:
-    """A config.pbtxt as the JSON dict Triton hands python models (protobuf text -> dict)."""
-    from google.protobuf import json_format, text_format
-    from tritonclient.grpc import model_config_pb2
-
-    msg = text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
-    return json_format.MessageToDict(msg, preserving_proto_field_name=True)
-
-
-@dataclass(frozen=True)
-class Step:
-    model: str
-    inputs: dict[str, str]   # model tensor -> ensemble tensor
-    outputs: dict[str, str]
-
-
-class Pipeline:
-    """An ensemble's steps run in this process, one request at a time; times every step."""
-
-    def __init__(self, repo: Path, spec: contract.EnsembleSpec, networks: dict[str, Network]):
-        cfg = load_config(repo / spec.name / "config.pbtxt")
-        self.spec = spec
-        self.steps = [Step(s["model_name"], dict(s.get("input_map", {})), dict(s.get("output_map", {})))
-                      for s in cfg["ensemble_scheduling"]["step"]]
-        self.pre = PreprocessLayout.from_config(ModelConfig.from_json(
-            load_config(repo / spec.preprocess_model / "config.pbtxt")))
-        post_cls = TryonPostLayout if spec is contract.TRYON else RecolorPostLayout
-        self.post = post_cls.from_config(ModelConfig.from_json(
-            load_config(repo / spec.postprocess_model / "config.pbtxt")))
-        self.networks = networks
-        self.step_s: dict[str, float] = defaultdict(float)
-        missing = [s.model for s in self.steps
-                   if s.model not in (spec.preprocess_model, spec.postprocess_model) and s.model not in networks]
-        if missing:
-            raise ValueError(f"{spec.name}: no network for steps {missing}")
-
-    def __call__(self, encoded: tuple[bytes, bytes]) -> tuple[np.ndarray, ...]:
-        t = {n: np.frombuffer(b, dtype=np.uint8)[None, :] for n, b in zip(self.spec.input_names, encoded)}
-        for step in self.steps:
-            t0 = time.perf_counter()
-            feeds = {k: t[v] for k, v in step.inputs.items()}
-            if step.model == self.spec.preprocess_model:
-                outs = preprocess_pair(feeds[self.pre.input_a], feeds[self.pre.input_b], self.pre)
-            elif step.model == self.spec.postprocess_model:
-                outs = self.post.run(feeds)
-            else:
-                outs = self.networks[step.model](feeds)
-            for k, v in step.outputs.items():
-                t[v] = outs[k]
-            self.step_s[step.model] += time.perf_counter() - t0
-        return tuple(t[o][0] for o in self.spec.output_names)
-
-
-def torch_networks(checkpoints: Path) -> dict[str, Network]:
-    """(a): every network rebuilt from its training card and weights.pt, eval mode, eager PyTorch."""
-    import torch
-    from drape_export.onnx_export import load_network
-
-    nets: dict[str, Network] = {}
-    for name, spec in contract.NETWORKS.items():
-        net, _ = load_network(checkpoints / name)
-
-        def run(feeds, net=net):
-            with torch.inference_mode():
-                outs = net(*[torch.from_numpy(feeds[n]) for n in net.input_names])
-            outs = outs if isinstance(outs, tuple) else (outs,)
-            return {n: o.numpy() for n, o in zip(net.output_names, outs)}
-
-        nets[spec.model_name] = run
-    return nets
-
-
-def ort_networks(repo: Path, threads: int | None = None, spinning: bool | None = None) -> dict[str, Network]:
-    """(b): the serving runner on the repository's own model.onnx and config.
-
-    ``threads`` overrides the config's ``intra_op_num_threads``; ``spinning`` (when not None) rebuilds the runner's
-    session with ONNX Runtime's ``session.intra_op.allow_spinning`` set, the one option the runner leaves at its
-    default. Both exist to show what other serving settings would do; (b) itself uses neither.
-    """
-    import dataclasses
-
-    import onnxruntime as ort
-
-    from drape_serving.runner import BatchedOnnxRunner, RunnerSettings
-
-    nets: dict[str, Network] = {}
-    for spec in contract.NETWORKS.values():
-        model_dir = repo / spec.model_name
-        settings = RunnerSettings.from_model_config(
-            ModelConfig.from_json(load_config(model_dir / "config.pbtxt")), version_dir(model_dir))
-        if threads is not None:
-            settings = dataclasses.replace(settings, intra_op_num_threads=threads)
-        runner = BatchedOnnxRunner(settings)
-        if spinning is not None:
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads, opts.inter_op_num_threads = settings.intra_op_num_threads, 1
-            opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-            runner.session = ort.InferenceSession(str(settings.model_path), opts, providers=["CPUExecutionProvider"])
-
-        def run(feeds, runner=runner):
-            out = runner.run([feeds])[0]
-            if isinstance(out, Exception):
-                raise out
-            return out
-
-        nets[spec.model_name] = run
-    return nets
-
-
-# -------------------------------------------------------------------------------------- inputs
-
-
-def make_requests(n: int, hw: tuple[int, int], seed: int = 1000) -> dict[str, list[tuple[bytes, bytes]]]:
-    """``n`` distinct JPEG pairs per ensemble from the seeded synthetic studio, at ``hw`` (H, W)."""
-    from drape_serving.codec import encode_jpeg
-    from drape_train.data.synth import render_pair
-
-    def jpeg(rgb):
-        return encode_jpeg(rgb, quality=90)
-
-    out: dict[str, list[tuple[bytes, bytes]]] = {"tryon": [], "recolor": []}
-    for i in range(n):
-        a, b = render_pair(seed + i, *hw)
-        out["tryon"].append((jpeg(a.image), jpeg(b.cloth)))
-        out["recolor"].append((jpeg(b.image), jpeg(a.cloth)))
-    return out
-
-
-# ------------------------------------------------------------------------------------- machine
+# ---------------------------------------------------------------------------------------- machine
 
 
 def machine() -> dict:
@@ -260,14 +138,6 @@ def gemm_peak(seconds: float = 1.5, n: int = 1024) -> dict[str, float]:
     return result
 
 
-def version_dir(model_dir: Path) -> Path:
-    """The newest numeric version directory of a model (what Triton's latest-version policy serves)."""
-    versions = [p for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()]
-    if not versions:
-        raise FileNotFoundError(f"{model_dir}: no version directory")
-    return max(versions, key=lambda p: int(p.name))
-
-
 def ensemble_flops(repo: Path) -> dict[str, dict]:
     """FLOPs per request (batch 1) of each ensemble's networks, from the served ONNX graphs."""
     per_net = {}
@@ -296,63 +166,6 @@ def serving_settings(repo: Path) -> dict[str, dict]:
     return out
 
 
-def network_profile(repo: Path, checkpoints: Path, iters: int, onnx_dir: Path | None = None) -> list[dict]:
-    """Per network, ms per sample: ONNX Runtime at 1 and 2 threads (batch 1 and 8) next to eager torch, and the
-    export's FP16 graph (``<onnx_dir>/<name>/model.fp16.onnx``, when there is one) at 1 thread.
-
-    Answers "is it the runtime, the threads, the batch size or the precision": the same weights in isolation, no
-    pre/post and no serving, each configuration warmed up once and timed as the median of ``iters`` runs.
-    """
-    import onnxruntime as ort
-    import torch
-
-    from drape_export.onnx_export import load_network, sample_inputs
-
-    def median_ms(fn, batch):
-        fn()
-        times = []
-        for _ in range(iters):
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1000.0 / batch)
-        return float(np.median(times))
-
-    rows = []
-    default_threads = torch.get_num_threads()
-    try:
-        for name, spec in contract.NETWORKS.items():
-            vdir = version_dir(repo / spec.model_name)
-            card_path = vdir / "card.json" if (vdir / "card.json").is_file() else repo / spec.model_name / "card.json"
-            card = json.loads(card_path.read_text())
-            net, _ = load_network(checkpoints / name)
-            row = {"network": spec.model_name}
-            fp16 = onnx_dir / name / "model.fp16.onnx" if onnx_dir is not None else None
-            runs = [(vdir / "model.onnx", "ort", threads, batch) for threads, batch in ((1, 1), (1, 8), (2, 1))]
-            if fp16 is not None and fp16.is_file():
-                runs.append((fp16, "ort fp16", 1, 1))
-            for path, label, threads, batch in runs:
-                opts = ort.SessionOptions()
-                opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-                opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-                opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-                sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-                feeds = {t["name"]: x for t, x in zip(card["inputs"], sample_inputs(card, batch, seed=0))}
-                row[f"{label} {threads}t b{batch}"] = median_ms(lambda: sess.run(None, feeds), batch)
-            for threads, batch in ((1, 1), (2, 1), (1, 8)):
-                torch.set_num_threads(threads)
-                xs = [torch.from_numpy(x) for x in sample_inputs(card, batch, seed=0)]
-
-                def fwd():
-                    with torch.inference_mode():
-                        net(*xs)
-
-                row[f"torch {threads}t b{batch}"] = median_ms(fwd, batch)
-            rows.append(row)
-    finally:
-        torch.set_num_threads(default_threads)
-    return rows
-
-
 def same_onnx(repo: Path, onnx_dir: Path) -> dict[str, bool]:
     """Whether each served model.onnx is byte-identical to the export in onnx_dir."""
     digest = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()  # noqa: E731
@@ -361,7 +174,7 @@ def same_onnx(repo: Path, onnx_dir: Path) -> dict[str, bool]:
             for name, spec in contract.NETWORKS.items()}
 
 
-# --------------------------------------------------------------------------------------- stats
+# ------------------------------------------------------------------------------------------ stats
 
 
 @dataclass
@@ -390,114 +203,7 @@ class Series:
                 "pct_of_peak": 100 * gflops / peak_gflops}
 
 
-def triton_stats(client, headers: dict[str, str] | None = None) -> dict[str, dict[str, float]]:
-    """Cumulative per-model counters (ns and counts) from Triton's statistics extension (an admin API).
-
-    Triton records a request's statistics just after sending its response, so a read right after the last
-    answer can miss it: read until two reads 20 ms apart agree (at most ~1 s).
-    """
-    prev = _read_stats(client, headers)
-    for _ in range(50):
-        time.sleep(0.02)
-        cur = _read_stats(client, headers)
-        if cur == prev:
-            break
-        prev = cur
-    return prev
-
-
-def _read_stats(client, headers: dict[str, str] | None) -> dict[str, dict[str, float]]:
-    raw = client.get_inference_statistics(as_json=True, headers=headers)
-    out = {}
-    for m in raw.get("model_stats", []):
-        s = m.get("inference_stats", {})
-        row = {"inference_count": float(m.get("inference_count", 0)),
-               "execution_count": float(m.get("execution_count", 0))}
-        for key in ("success", "queue", "compute_input", "compute_infer", "compute_output"):
-            row[f"{key}_ns"] = float(s.get(key, {}).get("ns", 0))
-            row[f"{key}_count"] = float(s.get(key, {}).get("count", 0))
-        out[m["name"]] = row
-    return out
-
-
-def counters_delta(before: dict, after: dict, into: dict | None = None) -> dict[str, dict[str, float]]:
-    """``after - before`` per model and counter, added to ``into`` (windows of several rounds add up)."""
-    into = {} if into is None else into
-    for name, a in after.items():
-        b = before.get(name, {})
-        acc = into.setdefault(name, {})
-        for k, v in a.items():
-            acc[k] = acc.get(k, 0.0) + v - b.get(k, 0.0)
-    return into
-
-
-def stats_rows(counters: dict, models: list[str]) -> dict[str, dict[str, float]]:
-    """Per model: requests, average batch, and per-request ms in queue / input / infer / output."""
-    rows = {}
-    for name in models:
-        d = counters.get(name)
-        if d is None:
-            continue
-        n = d["success_count"] or 1.0
-        rows[name] = {"requests": d["success_count"],
-                      "avg_batch": d["inference_count"] / d["execution_count"] if d["execution_count"] else 0.0,
-                      "total_ms": d["success_ns"] / n / 1e6, "queue_ms": d["queue_ns"] / n / 1e6,
-                      "input_ms": d["compute_input_ns"] / n / 1e6, "infer_ms": d["compute_infer_ns"] / n / 1e6,
-                      "output_ms": d["compute_output_ns"] / n / 1e6}
-    return rows
-
-
-def ensemble_models(repo: Path, spec: contract.EnsembleSpec) -> list[str]:
-    return [spec.name] + [s["model_name"] for s in load_config(repo / spec.name / "config.pbtxt")
-                          ["ensemble_scheduling"]["step"]]
-
-
-# ---------------------------------------------------------------------------------------- runs
-
-
-async def closed_loop(url: str, spec: contract.EnsembleSpec, requests: list[tuple[bytes, bytes]],
-                      concurrency: int, warmup_s: float, measure_s: float) -> tuple[list[float], float]:
-    """``concurrency`` clients back to back; after ``warmup_s`` (pipeline filling), count what completes in the next
-    ``measure_s``. Returns the latencies of those requests and the window length: steady state, no ramp or drain."""
-    from drape_client import NO_RETRY, AsyncDrapeClient
-
-    async with AsyncDrapeClient(url, "grpc", 300.0, retry=NO_RETRY) as client:
-        await client.infer(spec, requests[0])  # connection up before the clock starts
-        start = time.perf_counter()
-        lo, hi = start + warmup_s, start + warmup_s + measure_s
-        latencies: list[float] = []
-        counter = iter(range(1 << 30))
-
-        async def worker():
-            for i in counter:
-                t0 = time.perf_counter()
-                if t0 >= hi:
-                    return
-                await client.infer(spec, requests[i % len(requests)])
-                t1 = time.perf_counter()
-                if lo <= t1 < hi:
-                    latencies.append((t1 - t0) * 1000.0)
-
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return latencies, measure_s
-
-
-def max_abs_diff(x: tuple[np.ndarray, ...], y: tuple[np.ndarray, ...]) -> int:
-    return max(int(np.abs(a.astype(np.int16) - b.astype(np.int16)).max()) for a, b in zip(x, y))
-
-
-def profile_ort(pipeline: Pipeline, requests: list[tuple[bytes, bytes]], n: int, top: int = 12) -> str:
-    """cProfile of (b): where the in-process time goes, by own time."""
-    prof = cProfile.Profile()
-    prof.enable()
-    for i in range(n):
-        pipeline(requests[i % len(requests)])
-    prof.disable()
-    buf = io.StringIO()
-    pstats.Stats(prof, stream=buf).strip_dirs().sort_stats("tottime").print_stats(top)
-    lines = buf.getvalue().splitlines()
-    start = next((i for i, line in enumerate(lines) if "ncalls" in line), 0)
-    return "\n".join(lines[start:start + top + 1])
+# ------------------------------------------------------------------------------------------- runs
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -639,7 +345,7 @@ def run(args: argparse.Namespace) -> dict:
                                                                s.latencies_ms for s in series}}
 
 
-# -------------------------------------------------------------------------------------- report
+# ----------------------------------------------------------------------------------------- report
 
 
 def ratios(results: dict) -> dict[str, dict[str, float]]:

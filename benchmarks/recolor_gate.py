@@ -1,9 +1,9 @@
 """What recolor's keep-the-photo gate and still-consistency fallback cost recolor_postprocess, side by side in one run.
 
-    python client/benchmarks/recolor_gate.py                         # 200 calls per series
-    python client/benchmarks/recolor_gate.py --calls 300 --sizes 256x192,1024x768,4096x3072 --out build/bench/gate.json
+    python benchmarks/recolor_gate.py                         # 200 calls per series
+    python benchmarks/recolor_gate.py --calls 300 --sizes 256x192,1024x768,4096x3072 --out build/bench/gate.json
 
-The postprocess logic (``drape_serving.prepost.RecolorPostLayout.run``, what the python model executes per batch
+The postprocess logic (``drape_runtime.prepost.RecolorPostLayout.run``, what the python model executes per batch
 of one) on the same tensors:
 
 * gate off (``keep_below=0``) and on (the default), without the still (so no fallback), for a correction the gate
@@ -32,7 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from drape_serving.prepost import RECOLOR_KEEP_BELOW, RecolorPostLayout, image_to_tensor, recolor_change
+from drape_core.recolor_policy import RECOLOR_KEEP_BELOW, recolor_change
+from drape_runtime.prepost import RecolorPostLayout, image_to_tensor
 
 HW = (256, 192)
 
@@ -76,7 +77,7 @@ def series(size: str, garment: float = 1.0,
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python client/benchmarks/recolor_gate.py", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python benchmarks/recolor_gate.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--calls", type=int, default=200, help="measured calls per series (default: %(default)s)")
     p.add_argument("--warmup", type=int, default=10, help="unmeasured calls per series first (default: %(default)s)")

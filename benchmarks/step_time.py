@@ -1,7 +1,7 @@
 """Training step time per family, float32 against bfloat16 / float16 autocast and ZeRO stages, side by side.
 
-    python training/benchmarks/step_time.py --steps 300                    # the five families, this machine
-    python training/benchmarks/step_time.py --steps 40 --families recolor gmm --out build/bench/step_time_cpu
+    python benchmarks/step_time.py --steps 300                    # the five families, this machine
+    python benchmarks/step_time.py --steps 40 --families recolor gmm --out build/bench/step_time_cpu
 
 Each setting trains every family with the real launcher and train.py (`deepspeed --num_gpus RANKS`), from the
 shipped configs with only the precision and ZeRO stage changed, validation once at the end. A setting is one
@@ -36,7 +36,7 @@ import yaml
 from drape_serving.server import free_port
 from drape_train.train import resolve_autocast
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 FAMILIES = ("garment_seg", "human_parsing", "gmm", "tom", "recolor")   # tom after the gmm it trains on
 AUTOCAST = {"fp32": None, "bf16": "bfloat16", "fp16": "float16"}      # --settings precision -> torch_autocast dtype
 

@@ -1,5 +1,8 @@
 """Measure serving settings on this machine against a real tritonserver: ``python -m drape_export sweep``.
 
+    python benchmarks/sweep.py --onnx-dir build/onnx --instances 1 2 --intra-op-threads 1 2 --repeats 3
+    python -m drape_export sweep ...    # the same script, forwarded from a source checkout
+
 For every combination of network instance count, ONNX Runtime intra-op threads, dynamic-batcher queue delay
 and pre/post instance count, the sweep assembles a CPU repository from the exported networks with those
 settings (``drape_export.repository.ServingSettings``), starts tritonserver on free ports, and drives it with a
@@ -30,9 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
-from drape_serving import contract
+from drape_core import contract
 
-from .repository import DEFAULT_SETTINGS, ServingSettings, assemble
+from drape_export.repository import DEFAULT_SETTINGS, ServingSettings, assemble
 
 
 @dataclass(frozen=True)
@@ -244,3 +247,15 @@ def run(args: argparse.Namespace) -> int:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text + "\n")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python benchmarks/sweep.py", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 2)[2])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

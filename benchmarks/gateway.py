@@ -1,7 +1,7 @@
 """What the request-size gateway costs: c=1 latency through nginx vs direct to Triton, side by side in one run.
 
-    python client/benchmarks/gateway.py                                # 40 requests per series, sample pair
-    python client/benchmarks/gateway.py --requests 30 --sizes 256x192,1024x768 --out build/bench/gateway.json
+    python benchmarks/gateway.py                                # 40 requests per series, sample pair
+    python benchmarks/gateway.py --requests 30 --sizes 256x192,1024x768 --out build/bench/gateway.json
 
 One tritonserver on the CPU repository and one gateway (``drape_serving.gateway.start_gateway``, the config the
 Kubernetes sidecar runs) in front of it, both on free ports. Every series is the thin client (``DrapeClient``, no
@@ -17,7 +17,7 @@ request, small answer) and a body just under the limit (two 16 MiB images of zer
 refuses after receiving it ("not a JPEG or PNG"): the gateway reads it whole, spools it to disk and forwards it.
 
 ``--sizes`` takes HxW sizes: ``sample`` is build/samples (person.jpg + garment.jpg, 256x192); others are rendered
-by the training data's procedural studio (torch-free), JPEG quality 90, like client/locustfile.py.
+by the training data's procedural studio (torch-free), JPEG quality 90, like pipelines.py.
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_REPO = ROOT / "build" / "model_repository" / "cpu"
 SAMPLES = ROOT / "build" / "samples"
 
@@ -44,7 +44,7 @@ def pair_for(size: str) -> tuple[str, bytes, bytes]:
 
         w, h = Image.open(io.BytesIO(person)).size
         return f"{h}x{w} sample jpeg", person, garment
-    from drape_serving.codec import encode_jpeg
+    from drape_runtime.codec import encode_jpeg
     from drape_train.data.synth import render_pair  # torch-free procedural renderer
 
     h, w = (int(v) for v in size.lower().split("x"))
@@ -71,7 +71,7 @@ def transport_rows(urls: dict[tuple[str, str], str], clients: dict, requests: in
     import tritonclient.http as httpclient
     from tritonclient.utils import InferenceServerException
 
-    from drape_serving import contract
+    from drape_core import contract
 
     big = np.zeros((1, contract.MAX_IMAGE_BYTES), np.uint8)
     raw = {k: (grpcclient.InferenceServerClient(u.split("://", 1)[1]) if k[0] == "grpc" else
@@ -171,7 +171,7 @@ def run(repo: Path, sizes: list[str], requests: int, warmup: int, transport: boo
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python client/benchmarks/gateway.py", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python benchmarks/gateway.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("--repo", type=Path, default=DEFAULT_REPO, help="model repository (default %(default)s)")
