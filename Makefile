@@ -54,8 +54,7 @@ data: $(STAMP) ## generate the default synthetic train/val/test sets into data/s
 	$(PY) -m drape_train.data generate --out $(DATA) --train 1024 --val 64 --test 64 --height $(HEIGHT) --width $(WIDTH)
 
 train: $(STAMP) ## train the five networks with DeepSpeed, default schedule on the default data
-	$(DEEPSPEED) training/drape_train/train.py --config $(CONFIGS) --data $(DATA) --height $(HEIGHT) --width $(WIDTH) \
-		--out $(CKPT) $(TRAIN_ARGS)
+	$(DEEPSPEED) training/drape_train/train.py --config $(CONFIGS) --data $(DATA) --height $(HEIGHT) --width $(WIDTH) --out $(CKPT) $(TRAIN_ARGS)
 
 export: $(STAMP) ## checkpoints -> ONNX with PyTorch parity check
 	$(PY) -m drape_export onnx --checkpoints $(CKPT) --out $(ONNX)
@@ -70,8 +69,7 @@ trt: $(STAMP) ## GPU machines: TensorRT FP16 plans from build/onnx (needs pip in
 # repository exists yet (the file below is written last, by an atomic rename of the whole repository).
 build/model_repository/cpu/tryon/config.pbtxt: | $(STAMP)
 	$(PY) -m drape_train.data generate --out $(QUICK_DATA) --train 160 --val 16 --test 16 --height $(HEIGHT) --width $(WIDTH)
-	$(DEEPSPEED) training/drape_train/train.py --quick --config $(CONFIGS) --data $(QUICK_DATA) --height $(HEIGHT) \
-		--width $(WIDTH) --out $(CKPT)
+	$(DEEPSPEED) training/drape_train/train.py --quick --config $(CONFIGS) --data $(QUICK_DATA) --height $(HEIGHT) --width $(WIDTH) --out $(CKPT)
 	$(PY) -m drape_export onnx --checkpoints $(CKPT) --out $(ONNX)
 	$(PY) -m drape_export repo --target cpu --onnx-dir $(ONNX) --out build/model_repository/cpu
 

@@ -675,7 +675,7 @@ def test_serving_image_file_set_builds_the_torch_free_packages(tmp_path):
     assert out.returncode == 0, out.stderr
     (wheel,) = (tmp_path / "dist").glob("*.whl")
     top = {n.split("/")[0] for n in zipfile.ZipFile(wheel).namelist()}
-    assert {"drape_serving", "drape_client", "drape_monitoring", "drape_export"} <= top
+    assert {"drape_core", "drape_runtime", "drape_serving", "drape_client", "drape_monitoring", "drape_export"} <= top
     assert "drape_train" not in top
     # The python models and configs the repository assembly needs sit next to drape_serving (editable install).
     assert (src / "model_repository" / "python_models" / "preprocess.py").is_file()

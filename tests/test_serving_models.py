@@ -367,7 +367,7 @@ def test_recolor_fallback_skips_the_transfer_only_where_it_could_not_win(monkeyp
     """With ``unless_within`` the candidate is not computed where the network's own distance is within the margin
     (no transfer can then beat it by more), and recolor_fallback decides exactly as the full comparison does at
     margins on both sides of each item's distances."""
-    import drape_runtime.prepost as prepost
+    import drape_core.recolor_policy as policy
     from drape_core.recolor_policy import fallback_candidate, recolor_fallback
 
     photo, mask = _shaded_garment((0.2, 0.3, 0.8))
@@ -384,8 +384,8 @@ def test_recolor_fallback_skips_the_transfer_only_where_it_could_not_win(monkeyp
             assert recolor_fallback(out, photo, mask, still, logits, margin)[1] == (d + margin < d_net), margin
 
     calls: list[int] = []
-    real = prepost.gaussian_transfer
-    monkeypatch.setattr(prepost, "gaussian_transfer", lambda *a: calls.append(1) or real(*a))
+    real = policy.gaussian_transfer
+    monkeypatch.setattr(policy, "gaussian_transfer", lambda *a: calls.append(1) or real(*a))
     assert not recolor_fallback(outputs[0], photo, mask, still, logits)[1]   # the still's red: within the margin
     assert calls == []
     assert recolor_fallback(outputs[2], photo, mask, still, logits)[1]       # green: computed, and served

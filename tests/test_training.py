@@ -30,6 +30,15 @@ TRT_OPS = {
 }
 
 
+
+def _minimal_card(ckpt: Path, cfg) -> None:
+    """A valid model card with only what loading a checkpoint reads (name, resolution, config): no tensors."""
+    from drape_core.card import FORMAT_VERSION, ModelCard
+
+    ModelCard(name=cfg.network, family=cfg.network, format_version=FORMAT_VERSION,
+              resolution={"height": cfg.data.height, "width": cfg.data.width}, inputs=[], outputs=[],
+              config=cfg.model_dump(mode="json")).write(ckpt)
+
 def test_every_network_has_a_valid_config():
     names = set()
     for path in CONFIGS:
@@ -866,7 +875,7 @@ def test_recolor_magnitude_sweep_and_evaluate_score_the_same_items_at_a_fixed_ma
     ckpt.mkdir(parents=True)
     torch.manual_seed(0)
     torch.save(Objective(cfg).net.state_dict(), ckpt / "weights.pt")
-    (ckpt / "card.json").write_text(json.dumps({"config": cfg.model_dump(mode="json")}))
+    _minimal_card(ckpt, cfg)
 
     rows = sweep(str(data), "test", ckpt, [0.0, 0.1, 0.35])
     assert [r["magnitude"] for r in rows] == [0.0, 0.1, 0.35] and all(r["n"] == 6 for r in rows)
@@ -952,7 +961,7 @@ def test_evaluate_scores_the_gmm_mask_as_served_and_the_tps_mask_paired_and_unpa
     obj = Objective(cfg)
     ckpt = tmp_path / "ckpt" / "gmm"
     ckpt.mkdir(parents=True)
-    (ckpt / "card.json").write_text(json.dumps({"config": cfg.model_dump()}))
+    _minimal_card(ckpt, cfg)
     with torch.no_grad():
         obj.net.gate.decoder.head.bias.fill_(-20.0)                          # the gate cuts everything
     torch.save(obj.net.state_dict(), ckpt / "weights.pt")
@@ -1003,7 +1012,7 @@ def test_recolor_probe_scores_pairs_from_a_gmm_warp_against_the_exact_ones(tmp_p
     ckpt.mkdir()
     torch.manual_seed(0)
     torch.save(Objective(cfg).net.state_dict(), ckpt / "weights.pt")
-    (ckpt / "card.json").write_text(json.dumps({"config": cfg.model_dump(mode="json")}))
+    _minimal_card(ckpt, cfg)
 
     rows = probe(str(data), "test", gmm=ckpt)
     gmm_row = rows["cells 1/8, correspondences from the GMM warp"]
@@ -1027,6 +1036,9 @@ def test_make_train_takes_ranks_and_train_args():
     assert words[words.index("--num_gpus") + 1] == "2"
     args = parse_args(words[next(i for i, w in enumerate(words) if w.endswith("train.py")) + 1:])
     assert args.resume and args.until == 400 and len(args.config) == 5
+    from drape_core.contract import DEFAULT_RESOLUTION
+
+    assert (args.height, args.width) == DEFAULT_RESOLUTION          # HEIGHT/WIDTH reach training (their default)
 
 
 def test_step_time_benchmark_changes_only_precision_and_zero(tmp_path):

@@ -272,7 +272,7 @@ def recompute_metrics(net_dir: Path, card_path: Path | None = None, cpus: str | 
         finally:
             shutil.rmtree(staged, ignore_errors=True)
     net, card = load_network(net_dir)
-    cfg = TrainConfig.model_validate(card["config"])
+    cfg = TrainConfig.model_validate(card.config)
     objective = Objective(cfg)
     objective.net = net
     val = NetworkDataset(cfg.data.root, "val", cfg.network, seed=cfg.schedule.seed + 1)
