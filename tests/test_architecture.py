@@ -167,3 +167,29 @@ def test_the_import_reader_sees_relative_lazy_and_from_imports():
     assert {"drape_train.models", "drape_train.models.build", "drape_core.card", "drape_core.card.read_card",
             "drape_core.x"} <= set(names)
     assert "drape_core.sub.y" in _imports_of("from .sub import y\n", "drape_core", True)
+
+
+GENERIC = ["training/drape_train/objectives.py", "training/drape_train/datasets.py", "training/drape_train/train.py",
+           "training/drape_train/outputs.py", "training/drape_train/evaluate.py", "training/drape_train/models/__init__.py",
+           "export/drape_export/onnx_export.py"]
+NETWORK_NAMES = {"garment_seg", "human_parsing", "gmm", "tom", "recolor", "onmodel_seg"}
+
+
+def _name_tests(source: str) -> list[str]:
+    """Comparisons against a network name (``x == "tom"``, ``x in ("tom", "recolor")``) in ``source``."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Compare):
+            for op in node.comparators:
+                values = op.elts if isinstance(op, (ast.Tuple, ast.List, ast.Set)) else [op]
+                if any(isinstance(v, ast.Constant) and v.value in NETWORK_NAMES for v in values):
+                    found.append(f"line {node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_generic_training_code_asks_the_family_never_the_name():
+    """Per-network behaviour lives in drape_train/families/; the generic code has no `if name == ...` branch."""
+    found = [f"{rel} {hit}" for rel in GENERIC for hit in _name_tests((ROOT / rel).read_text())]
+    assert not found, "name tests outside the families:\n" + "\n".join(found)
+    assert _name_tests('if cfg.network == "tom":\n    pass\nok = name in ("gmm", "x")\n') == [
+        "line 1: cfg.network == 'tom'", "line 3: name in ('gmm', 'x')"]

@@ -23,7 +23,6 @@ import time
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import onnx
@@ -118,7 +117,7 @@ class RealSamples:
     """Real network inputs: a few test-split pairs rendered by the training data pipeline at one resolution.
 
     The inputs go through the same per-network dataset views (``drape_train.datasets.NetworkDataset``) and the
-    same batch -> network-input mapping (``Objective.inputs``) as training validation, so parity is measured on
+    same batch -> network-input mapping (the family's ``inputs``) as training validation, so parity is measured on
     the distribution the networks were trained on, not only on noise.
     """
 
@@ -130,7 +129,7 @@ class RealSamples:
 
     def inputs(self, card: ModelCard | dict) -> list[np.ndarray]:
         from drape_train.datasets import NetworkDataset
-        from drape_train.objectives import Objective
+        from drape_train.families import family
 
         card = ModelCard.of(card)
         if card.hw != self.hw:
@@ -138,10 +137,7 @@ class RealSamples:
         ds = NetworkDataset(str(self.root), "test", card.name, seed=REAL_SEED)
         items = [ds[i] for i in range(min(self.n, len(ds)))]
         batch = {k: torch.stack([it[k] for it in items]) for k in items[0]}
-        # Objective.inputs reads only `.name` (and `.input_names`, for networks whose variants take different
-        # inputs): calling it unbound keeps the exact training mapping without building the loss networks.
-        view = SimpleNamespace(name=card.name, input_names=card.input_names)
-        xs = Objective.inputs(view, batch)
+        xs = family(card.name).inputs(batch, card.input_names)   # the training mapping batch -> network inputs
         return [x.numpy().astype(np.float32) for x in xs]
 
 

@@ -36,149 +36,32 @@ import json
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from rich.console import Console
 from rich.table import Table
-from scipy import ndimage
-from skimage.filters import threshold_otsu
 from torch.utils.data import DataLoader
 
 from drape_core.card import ModelCard, read_card
-from drape_core.colour import lab_to_rgb, rgb_to_lab
-from drape_core.recolor_policy import RECOLOR_FALLBACK_MARGIN, RECOLOR_KEEP_BELOW, recolor_choose
-from drape_train.config import TrainConfig
 from drape_train.data.layout import RECOLOR_MAGNITUDE
 from drape_train.datasets import NetworkDataset, _img
+from drape_train.families import FAMILIES, EvalContext
+# The classical baselines and the served-answer scoring live in their families; importable from here as before
+from drape_train.families.gmm import bbox_affine_iou, bbox_affine_warp, torso_box  # noqa: F401
+from drape_train.families.parsing import parsing_prior  # noqa: F401
+from drape_train.families.recolor import reinhard, served_recolor  # noqa: F401
+from drape_train.families.segmentation import seg_baseline  # noqa: F401
+from drape_train.families.tom import _f, _u8, naive_paste  # noqa: F401
 from drape_train.models import NETWORKS
-from drape_train.models.representation import (ARMS, HEAD, LOWER, NUM_LABELS, ParsingGroups, garment_prob)
-from drape_train.objectives import Objective, delta_e2000, iou, psnr, seg_metrics, tryon_ssim
+from drape_train.models.representation import ParsingGroups, garment_prob
+from drape_train.objectives import load_objective, seg_metrics
 
 console = Console(width=None if sys.stdout.isatty() else 150)
 
 
-def load_objective(ckpt: Path) -> Objective:
-    obj = Objective(TrainConfig.model_validate(read_card(ckpt).config))
-    obj.net.load_state_dict(torch.load(ckpt / "weights.pt", map_location="cpu", weights_only=True))
-    return obj.eval()
-
-
-def _np(t: torch.Tensor) -> np.ndarray:
-    return t.permute(0, 2, 3, 1).numpy() if t.ndim == 4 else t.numpy()
-
-
-# ---------------------------------------------------------------------------------------------- baselines
-
-def seg_baseline(image: np.ndarray) -> np.ndarray:
-    lab = rgb_to_lab(image)
-    border = np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]])
-    dist = np.linalg.norm(lab - np.median(border, 0), axis=-1)
-    mask = dist > threshold_otsu(dist)
-    mask = ndimage.binary_opening(mask, iterations=1)
-    labels, n = ndimage.label(mask)
-    if n:
-        mask = labels == (1 + np.argmax(ndimage.sum(mask, labels, range(1, n + 1))))
-    return ndimage.binary_fill_holes(mask)
-
-
-def parsing_prior(train: NetworkDataset) -> np.ndarray:
-    counts = None
-    for sid in train.ids:
-        p = train.samples[sid]["parse"].astype(np.int64)
-        onehot = np.eye(NUM_LABELS, dtype=np.int32)[p]
-        counts = onehot if counts is None else counts + onehot
-    return counts.argmax(-1)
-
-
-def torso_box(parse: np.ndarray) -> tuple[int, int, int, int] | None:
-    """(x0, y0, x1, y1) from chin to waistband, silhouette without arms: only garment-agnostic labels."""
-    head = np.isin(parse, HEAD)
-    lower = np.isin(parse, LOWER)
-    if not head.any() or not lower.any():
-        return None
-    y0 = int(np.nonzero(head.any(1))[0].max())
-    y1 = int(np.nonzero(lower.any(1))[0].min())
-    body = (parse > 0) & ~np.isin(parse, ARMS) & ~head
-    cols = np.nonzero(body[y0:max(y1, y0 + 1)].any(0))[0]
-    if y1 <= y0 or cols.size == 0:
-        return None
-    return int(cols.min()), y0, int(cols.max()), y1
-
-
-def bbox_affine_warp(cloth_mask: np.ndarray, parse: np.ndarray) -> np.ndarray:
-    ys, xs = np.nonzero(cloth_mask > 0.5)
-    box = torso_box(parse)
-    if box is None or ys.size == 0:
-        return np.zeros_like(cloth_mask)
-    sx0, sy0, sx1, sy1 = xs.min(), ys.min(), xs.max(), ys.max()
-    x0, y0, x1, y1 = box
-    a = np.float32([[(x1 - x0) / max(sx1 - sx0, 1), 0, 0], [0, (y1 - y0) / max(sy1 - sy0, 1), 0]])
-    a[0, 2], a[1, 2] = x0 - a[0, 0] * sx0, y0 - a[1, 1] * sy0
-    h, w = cloth_mask.shape
-    return cv2.warpAffine(cloth_mask.astype(np.float32), a, (w, h), flags=cv2.INTER_LINEAR)
-
-
-def bbox_affine_iou(b: dict) -> np.ndarray:
-    """Per-item warped-mask IoU of the bounding-box affine baseline on a gmm batch."""
-    cm, parse = _np(b["garment_mask"])[..., 0], b["parse"].numpy()
-    warped = np.stack([bbox_affine_warp(m, p) for m, p in zip(cm, parse)])
-    return iou(torch.from_numpy(warped > 0.5), b["target_mask"][:, 0] > 0.5).numpy()
-
-
-def naive_paste(b: dict) -> torch.Tensor:
-    """The TOM baseline: the warped garment pasted onto the person where the warped mask > 0.5."""
-    m = (b["warped_mask"] > 0.5).float()
-    return b["person"] * (1 - m) + b["warped_garment"] * m
-
-
-def reinhard(on_model: np.ndarray, mask: np.ndarray, still: np.ndarray, still_mask: np.ndarray) -> np.ndarray:
-    """Reinhard et al. 2001 colour transfer in Lab, restricted to the garment regions."""
-    out = on_model.copy()
-    if mask.sum() < 2 or still_mask.sum() < 2:
-        return out
-    src, ref = rgb_to_lab(on_model), rgb_to_lab(still)
-    s, r = src[mask], ref[still_mask]
-    moved = (s - s.mean(0)) / (s.std(0) + 1e-6) * r.std(0) + r.mean(0)
-    lab = src.copy()
-    lab[mask] = moved
-    out[mask] = lab_to_rgb(lab[mask])   # the moved Lab values leave the sRGB gamut; clipping them is the method
-    return out
-
-
 # ---------------------------------------------------------------------------------------------- evaluation
 
-BARS = {
-    "garment_seg": [("iou", "model >= 0.97", lambda m, b: m >= 0.97)],
-    "human_parsing": [("miou", "model >= 0.90", lambda m, b: m >= 0.90)],
-    "gmm": [("warped_mask_iou", "model >= 0.90 and >= baseline + 0.10", lambda m, b: m >= 0.90 and m >= b + 0.10)],
-    "tom": [("ssim", "model >= baseline + 0.05", lambda m, b: m >= b + 0.05)],
-    "recolor": [("delta_e2000", "model <= 0.5 x baseline and <= 2.0", lambda m, b: m <= 0.5 * b and m <= 2.0)],
-    "onmodel_seg": [("iou", "model >= 0.90", lambda m, b: m >= 0.90)],
-}
-
-
-def _u8(t: torch.Tensor) -> np.ndarray:
-    """[3,H,W] float in [0, 1] -> [H,W,3] uint8: what an app sends (the studio's images are 8-bit to begin with)."""
-    return np.ascontiguousarray((t.clamp(0, 1).permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8))
-
-
-def _f(a: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.asarray(a, dtype=np.float32) / 255.0).permute(2, 0, 1)
-
-
-def ensemble_metrics(client, name: str, b: dict) -> dict[str, torch.Tensor]:
-    """Score what the served ensemble returns for each item of batch ``b`` (same targets as the network's row).
-
-    tom: ``tryon(person, still)`` -> PSNR and SSIM (whole, swap region, kept region) against the target;
-    recolor: ``recolor(on-model photo, still)`` -> per-pixel CIEDE2000 inside the true garment."""
-    if name == "tom":
-        out = torch.stack([_f(client.tryon(_u8(p), _u8(g))) for p, g in zip(b["person"], b["garment"])])
-        m = {"psnr": psnr(out, b["target"]), **tryon_ssim(out, b["target"], b["person"])}
-    else:
-        out = torch.stack([_f(client.recolor(_u8(o), _u8(s)).image) for o, s in zip(b["on_model"], b["still"])])
-        m = {"px_delta_e2000": delta_e2000(out, b["target"])[:, 0][b["garment_mask"][:, 0] > 0.5]}
-    return {f"{k}_ensemble": v for k, v in m.items()}
+BARS = {name: list(f.bars) for name, f in FAMILIES.items()}   # (metric, description, check) per network
 
 
 @torch.no_grad()
@@ -187,56 +70,26 @@ def evaluate_network(name: str, ckpt: Path, data: str, split: str, batch: int = 
     """``magnitude`` (recolor): the range the test items' degradations are drawn from (default: documented).
     ``served_by`` (tom, recolor): a `drape_client.DrapeClient` whose ensembles are scored on the same items."""
     obj = load_objective(ckpt)
+    fam = obj.family
     ds = NetworkDataset(data, split, name, seed=12345, magnitude=magnitude)
     model, base = {}, {}
 
     def add(d, k, v):
         d.setdefault(k, []).append(np.asarray(v, dtype=np.float64).ravel())
 
-    prior = parsing_prior(NetworkDataset(data, "train", name)) if name == "human_parsing" else None
-    if name == "tom":   # TOM sees what serving gives it: the GMM's warp, not the exact one (so does the paste)
-        obj.attach_warper(load_objective(ckpt.parent / "gmm").net)
+    ctx = EvalContext(obj=obj, ckpt=ckpt, data=data, split=split, batch=batch, load_objective=load_objective,
+                      dataset=NetworkDataset, add_model=lambda k, v: add(model, k, v),
+                      add_base=lambda k, v: add(base, k, v))
+    fam.eval_setup(ctx)   # e.g. TOM sees what serving gives it: the GMM's warp, not the exact one
     for b in DataLoader(ds, batch_size=batch):
         b = obj.with_warps(b)
         for k, v in obj.metrics(b).items():
             add(model, k, v.numpy())
-        if served_by is not None and name in ("tom", "recolor"):
-            for k, v in ensemble_metrics(served_by, name, b).items():
-                add(model, k, v.numpy())
-        if name == "garment_seg":
-            pred = torch.from_numpy(np.stack([seg_baseline(x) for x in _np(b["image"])]))[:, None]
-            for k, v in seg_metrics(pred, b["mask"] > 0.5).items():
-                add(base, k, v.numpy())
-        elif name == "human_parsing":
-            pred = torch.from_numpy(np.broadcast_to(prior, b["parse"].shape).copy())
-            ious = [torch.where((b["parse"] == c).any(-1).any(-1), iou(pred == c, b["parse"] == c),
-                                torch.tensor(float("nan"))) for c in range(NUM_LABELS)]
-            add(base, "miou", np.nanmean(torch.stack(ious, 1).numpy(), 1))
-        elif name == "gmm":
-            add(base, "warped_mask_iou", bbox_affine_iou(b))
-        elif name == "tom":
-            for k, v in tryon_ssim(naive_paste(b), b["target"], b["person"]).items():
-                add(base, k, v.numpy())
-        elif name == "recolor":
-            gm, sm = _np(b["garment_mask"])[..., 0] > 0.5, _np(b["still_mask"])[..., 0] > 0.5
-            out = np.stack([reinhard(o, m, s, q) for o, m, s, q in zip(_np(b["on_model"]), gm, _np(b["still"]), sm)])
-            de = delta_e2000(torch.from_numpy(out).permute(0, 3, 1, 2).float(), b["target"])[:, 0]
-            add(base, "px_delta_e2000", de[b["garment_mask"][:, 0] > 0.5].numpy())
-            # doing nothing: where the model's error is above this, it makes the photo worse
-            de_in = delta_e2000(b["on_model"], b["target"])[:, 0]
-            add(model, "delta_e2000_input", de_in[b["garment_mask"][:, 0] > 0.5].numpy())
-            # as served: recolor_postprocess keeps the photo where the network would barely change it and
-            # falls back to the classical transfer where that fits the still better
-            add(model, "px_delta_e2000_served", served_recolor(obj, b)[b["garment_mask"][:, 0] > 0.5].numpy())
-
-    if name == "gmm" and any(p != c for p, c, _ in ds.pairs):
-        # What try-on serves: the still of *another* garment on the person (scored against the studio's exact
-        # rendering of that garment on them). Paired scores flatter a GMM: the garment-agnostic torso still
-        # carries the worn garment's outline, which there is the answer.
-        for b in DataLoader(NetworkDataset(data, split, name, seed=12345, pairs="cross"), batch_size=batch):
-            for k, v in obj.metrics(b).items():     # warped_mask_iou[_tps] -> warped_mask_iou[_tps]_unpaired
-                add(model, k.replace("warped_mask_iou", "warped_mask_iou_unpaired"), v.numpy())
-            add(base, "warped_mask_iou_unpaired", bbox_affine_iou(b))
+        if served_by is not None and fam.ensemble is not None:
+            for k, v in fam.ensemble_metrics(served_by, b).items():
+                add(model, f"{k}_ensemble", v.numpy())
+        fam.baseline(ctx, b)
+    fam.eval_more(ctx, ds)
 
     def summarise(d):
         out = {}
@@ -250,25 +103,8 @@ def evaluate_network(name: str, ckpt: Path, data: str, split: str, batch: int = 
                 out[k] = float(np.nanmean(v))
         return out
 
-    out = {"network": name, "split": split, "n": len(ds), "model": summarise(model), "baseline": summarise(base)}
-    if name == "recolor":
-        out["magnitude"] = list(ds.magnitude)
-    return out
-
-
-@torch.no_grad()
-def served_recolor(obj, b: dict, fallback_margin: float = RECOLOR_FALLBACK_MARGIN) -> torch.Tensor:
-    """Per-pixel CIEDE2000 [B,H,W] of what the recolor ensemble returns, at model resolution: the photo as it is
-    where the network changes the garment (its own mask) by less than the postprocess threshold
-    (`drape_core.recolor_policy.recolor_change` < RECOLOR_KEEP_BELOW), else the classical transfer where it fits the
-    still better (`drape_core.recolor_policy.recolor_fallback`), else the network's output: `recolor_choose`, the code
-    the postprocess runs."""
-    inputs = obj.inputs(b)
-    out, m = obj.net(*inputs)
-    served = [recolor_choose(o, i, g, RECOLOR_KEEP_BELOW, s, sl, fallback_margin)[0]
-              for o, i, g, s, sl in zip(out.numpy(), b["on_model"].numpy(), m.numpy(), b["still"].numpy(),
-                                        inputs[3].numpy())]
-    return delta_e2000(torch.from_numpy(np.stack(served)), b["target"])[:, 0]
+    return {"network": name, "split": split, "n": len(ds), "model": summarise(model), "baseline": summarise(base),
+            **fam.report(ds)}
 
 
 def onmodel_variant(card: ModelCard) -> str:
@@ -383,15 +219,15 @@ def main(argv=None) -> int:
     results = []
     for name in a.networks:
         with console.status(f"evaluating {name}"):
-            if name == "onmodel_seg":
+            if FAMILIES[name].compares_variants:   # onmodel_seg: its variants side by side on the same images
                 results += evaluate_onmodel(a.onmodel or [Path(a.checkpoints) / name],
                                             a.parsing or Path(a.checkpoints) / "human_parsing", a.data, a.split)
             else:
                 results.append(evaluate_network(name, Path(a.checkpoints) / name, a.data, a.split,
                                                 magnitude=magnitude, served_by=client))
-                if name == "recolor" and magnitude != RECOLOR_MAGNITUDE:   # not where the bar is set
+                if "magnitude" in results[-1] and magnitude != RECOLOR_MAGNITUDE:   # not where the bar is set
                     lo, hi = magnitude
-                    results[-1]["label"] = f"recolor @ m {lo:g}" + (f"-{hi:g}" if hi != lo else "") + " (not the bar's)"
+                    results[-1]["label"] = f"{name} @ m {lo:g}" + (f"-{hi:g}" if hi != lo else "") + " (not the bar's)"
     table = Table(title=f"{a.data} / {a.split}: model vs classical baseline")
     for col in ("network", "n", "metric", "model", "baseline", "bar", "pass"):
         table.add_column(col, justify="right" if col in ("n", "model", "baseline") else "left")

@@ -15,6 +15,7 @@ import torch
 
 from drape_core.card import FORMAT_VERSION, MAX_BATCH_SIZE, ModelCard, TensorSpec
 from drape_train.config import TrainConfig
+from drape_train.families import family
 from drape_train.objectives import Objective
 
 
@@ -41,10 +42,7 @@ def tensor_specs(objective: Objective, batch: dict) -> tuple[list[TensorSpec], l
 
 
 def make_card(cfg: TrainConfig, specs, metrics: dict, train_info: dict) -> ModelCard:
-    labels = None
-    if cfg.network == "human_parsing":
-        from drape_train.data.synth import LIP_LABELS
-        labels = list(LIP_LABELS)
+    labels = family(cfg.network).card_labels()
     return ModelCard(
         name=cfg.network, family=cfg.network, format_version=FORMAT_VERSION,
         resolution={"height": cfg.data.height, "width": cfg.data.width},

@@ -43,7 +43,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from drape_train.config import TrainConfig, load_config
 from drape_train.datasets import NetworkDataset
-from drape_train.objectives import Objective
+from drape_train.objectives import Objective, load_objective
 from drape_train.outputs import (append_csv, atomic_write, make_card, plot_curves, prune_checkpoints, recover_best,
                                  save_best, tensor_specs, truncate_csv)
 
@@ -297,9 +297,9 @@ def validate(objective: Objective, val_loader: DataLoader, device) -> dict[str, 
     return out
 
 
-def train_one(config_path: str, args) -> dict:
-    import deepspeed
-
+def configure(config_path: str, args) -> tuple[TrainConfig, dict, int, Path]:
+    """The config with the command line's overrides, its DeepSpeed config, the schedule's length and the output
+    folder (emptied unless --resume); a dataset at another resolution than the config's is refused here."""
     cfg, ds_cfg = load_config(config_path)
     if args.data:
         cfg.data.root = args.data
@@ -322,6 +322,75 @@ def train_one(config_path: str, args) -> dict:
         for stale in (out / "metrics.csv", out / "weights.pt", out / "card.json", *out.glob(".*.tmp*")):
             stale.unlink(missing_ok=True)
         shutil.rmtree(out / "ds", ignore_errors=True)
+    return cfg, ds_cfg, steps, out
+
+
+def discriminator_step(objective: Objective, d_opt) -> torch.Tensor:
+    """One step of the optional PatchGAN discriminator on the generator batch just taken."""
+    d_opt.zero_grad(set_to_none=True)     # drop the generator pass's gradients on D
+    d_loss = objective.discriminator_loss()
+    d_loss.backward()
+    average_gradients(objective.disc.parameters())
+    d_opt.step()
+    # DeepSpeed clips by the norm over every module parameter, D's included: gradients left on D would enter the
+    # generator's next clipping norm (and a resumed run, which starts without them, would take a different step
+    # than the run it continues)
+    d_opt.zero_grad(set_to_none=True)
+    return d_loss.detach()
+
+
+def train_info(cfg: TrainConfig, args, steps: int, step: int, val_items: int, wall_s: float, objective: Objective,
+               ds_cfg: dict, device) -> dict:
+    """The card's "train" section: what ran, and what a bit-for-bit rerun needs."""
+    import deepspeed
+
+    return {
+        "steps": steps, "best_step": step, "seed": cfg.schedule.seed, "quick": args.quick,
+        "val_items": val_items,
+        "dataset": cfg.data.root, "wall_s": round(wall_s, 1),
+        # what the network's forward ran under (the objective saw it), not what was asked
+        "precision": precision_name(objective._amp),
+        "deepspeed": ds_cfg, "device": str(device),
+        # what a bit-for-bit rerun needs besides seed, config and data: on a CPU the float
+        # reductions' order follows the thread count
+        "threads": torch.get_num_threads(),
+        "versions": {"torch": torch.__version__, "deepspeed": deepspeed.__version__},
+    }
+
+
+def resume(engine, out: Path, d_opt, scaler, args, cfg: TrainConfig) -> tuple[int, dict | None, int, float, int]:
+    """(step, best, since_best, seconds trained before, skipped steps) where --resume continues; zeros without it.
+    Finishes a weights + card pair a kill interrupted, and restores the discriminator and the loss scale."""
+    step, best, since_best, before, skipped = 0, None, 0, 0.0, 0
+    if args.resume and engine.global_rank == 0:
+        recover_best(out)
+    if args.resume and (out / "ds").exists():
+        _, client = engine.load_checkpoint(str(out / "ds"))
+        if client:
+            step, best, since_best = client["step"], client["best"], client["since_best"]
+            before = client.get("elapsed_s", 0.0)   # checkpoints from before elapsed_s was recorded carry none
+            if d_opt is not None and "d_opt" in client:
+                d_opt.load_state_dict(client["d_opt"])
+            if scaler is not None and "amp_scaler" in client:   # the scale and its growth count, not 65536 again
+                scaler.load_state_dict(client["amp_scaler"])
+                skipped = client["skipped"]
+            console.print(f"[bold]{cfg.network}[/]: resumed at step {step} ({before:.0f} s trained before)")
+    return step, best, since_best, before, skipped
+
+
+def save_checkpoint(engine, out: Path, rank0: bool, client_state: dict) -> None:
+    """The DeepSpeed checkpoint of this step (--resume's), ``latest`` renamed in once complete, older tags pruned."""
+    step = client_state["step"]
+    engine.save_checkpoint(str(out / "ds"), tag=f"step{step}", client_state=client_state, save_latest=False)
+    if rank0:  # DeepSpeed writes `latest` in place; a kill can leave it empty and --resume then fails
+        atomic_write(out / "ds" / "latest", lambda p: p.write_text(f"step{step}"))
+        prune_checkpoints(out / "ds", keep=f"step{step}")
+
+
+def train_one(config_path: str, args) -> dict:
+    import deepspeed
+
+    cfg, ds_cfg, steps, out = configure(config_path, args)
     seed_everything(cfg.schedule.seed)
 
     train_ds = NetworkDataset(cfg.data.root, "train", cfg.network, seed=cfg.schedule.seed, pairs=cfg.data.pairs,
@@ -331,14 +400,7 @@ def train_one(config_path: str, args) -> dict:
     val_ds = NetworkDataset(cfg.data.root, "val", cfg.network, seed=cfg.schedule.seed + 1, pairs=cfg.data.pairs,
                             magnitude=cfg.data.magnitude)
     objective = Objective(cfg)
-    if cfg.network == "tom" and cfg.data.warps == "gmm":
-        gmm_dir = Path(args.out) / "gmm"
-        if not (gmm_dir / "weights.pt").exists():
-            raise SystemExit(f"tom: data.warps is 'gmm' but {gmm_dir}/weights.pt does not exist; train gmm into the "
-                             "same --out first (configs in order: ... gmm tom) or set data.warps: exact")
-        from drape_train.evaluate import load_objective
-        objective.attach_warper(load_objective(gmm_dir).net)
-        console.print(f"[bold]tom[/]: trains on the garment as {gmm_dir} warps it")
+    objective.family.train_setup(objective, cfg, Path(args.out), load_objective, console)   # TOM: the GMM's warps
     ds_cfg, notes = resolve_ds_config(ds_cfg, cfg, steps)
     for line in notes:
         console.print(f"[yellow]{cfg.network}[/]: {line}")
@@ -354,21 +416,9 @@ def train_one(config_path: str, args) -> dict:
     if objective.disc is not None:   # the optional PatchGAN discriminator trains beside the engine, plain AdamW
         d_opt = torch.optim.AdamW(objective.disc.parameters(), lr=cfg.loss.gan_lr, betas=(0.5, 0.999))
 
-    step, best, since_best, before = 0, None, 0, 0.0   # before: seconds trained before a --resume
-    skipped = 0   # float16: steps since the last log row whose gradients overflowed (not taken; the scale backs off)
-    if args.resume and engine.global_rank == 0:
-        recover_best(out)
-    if args.resume and (out / "ds").exists():
-        _, client = engine.load_checkpoint(str(out / "ds"))
-        if client:
-            step, best, since_best = client["step"], client["best"], client["since_best"]
-            before = client.get("elapsed_s", 0.0)   # checkpoints from before elapsed_s was recorded carry none
-            if d_opt is not None and "d_opt" in client:
-                d_opt.load_state_dict(client["d_opt"])
-            if scaler is not None and "amp_scaler" in client:   # the scale and its growth count, not 65536 again
-                scaler.load_state_dict(client["amp_scaler"])
-                skipped = client["skipped"]
-            console.print(f"[bold]{cfg.network}[/]: resumed at step {step} ({before:.0f} s trained before)")
+    # before: seconds trained before a --resume; skipped (float16): steps since the last log row whose gradients
+    # overflowed (not taken; the scale backs off)
+    step, best, since_best, before, skipped = resume(engine, out, d_opt, scaler, args, cfg)
     if args.until is not None and args.until <= step:
         raise SystemExit(f"{cfg.network}: --until {args.until} is not past step {step}, where this run starts")
     rank0 = engine.global_rank == 0
@@ -408,16 +458,7 @@ def train_one(config_path: str, args) -> dict:
             if scaler is not None and scaler.get_scale() < scale:
                 skipped += 1
             if d_opt is not None:
-                d_opt.zero_grad(set_to_none=True)     # drop the generator pass's gradients on D
-                d_loss = objective.discriminator_loss()
-                d_loss.backward()
-                average_gradients(objective.disc.parameters())
-                d_opt.step()
-                # DeepSpeed clips by the norm over every module parameter, D's included: gradients left on D
-                # would enter the generator's next clipping norm (and a resumed run, which starts without them,
-                # would take a different step than the run it continues)
-                d_opt.zero_grad(set_to_none=True)
-                logs["d_loss"] = d_loss.detach()
+                logs["d_loss"] = discriminator_step(objective, d_opt)
             step += 1
             if step % 10 == 0 or step == steps:
                 row = {"step": step, "loss": float(loss.detach()), "lr": engine.get_lr()[0],
@@ -446,31 +487,17 @@ def train_one(config_path: str, args) -> dict:
                     if rank0:
                         state = {k: v.cpu() for k, v in objective.net.state_dict().items()}
                         specs = tensor_specs(objective, next(iter(val_loader)))
-                        save_best(out, state, make_card(cfg, specs, metrics, {
-                            "steps": steps, "best_step": step, "seed": cfg.schedule.seed, "quick": args.quick,
-                            "val_items": len(val_ds),
-                            "dataset": cfg.data.root, "wall_s": round(time.time() - t0, 1),
-                            # what the network's forward ran under (the objective saw it), not what was asked
-                            "precision": precision_name(objective._amp),
-                            "deepspeed": ds_cfg, "device": str(engine.device),
-                            # what a bit-for-bit rerun needs besides seed, config and data: on a CPU the float
-                            # reductions' order follows the thread count
-                            "threads": torch.get_num_threads(),
-                            "versions": {"torch": torch.__version__, "deepspeed": deepspeed.__version__},
-                        }))
+                        save_best(out, state, make_card(cfg, specs, metrics, train_info(
+                            cfg, args, steps, step, len(val_ds), time.time() - t0, objective, ds_cfg, engine.device)))
                 else:
                     since_best += 1
                 if rank0:  # the log first: rows past the checkpoint a kill leaves are dropped by --resume
                     append_csv(out / "metrics.csv", log_rows)
                     log_rows = []
-                engine.save_checkpoint(str(out / "ds"), tag=f"step{step}", client_state={
+                save_checkpoint(engine, out, rank0, {
                     "step": step, "best": best, "since_best": since_best,
                     "elapsed_s": time.time() - t0, **({"d_opt": d_opt.state_dict()} if d_opt else {}),
-                    **({"amp_scaler": scaler.state_dict(), "skipped": skipped} if scaler is not None else {})},
-                    save_latest=False)
-                if rank0:  # DeepSpeed writes `latest` in place; a kill can leave it empty and --resume then fails
-                    atomic_write(out / "ds" / "latest", lambda p: p.write_text(f"step{step}"))
-                    prune_checkpoints(out / "ds", keep=f"step{step}")
+                    **({"amp_scaler": scaler.state_dict(), "skipped": skipped} if scaler is not None else {})})
                 progress.update(task, info=f"{cfg.metric} {metrics[cfg.metric]:.4f}")
                 if cfg.schedule.early_stop_patience and since_best >= cfg.schedule.early_stop_patience:
                     console.print(f"{cfg.network}: early stop at step {step} (best {best['step']})")

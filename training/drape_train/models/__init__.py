@@ -15,17 +15,20 @@ RESEARCH_NETWORKS = ("onmodel_seg",)
 ALL_NETWORKS = NETWORKS + RESEARCH_NETWORKS
 
 
+# One constructor per network name (a registry, not a chain of name tests); each takes (widths, height, width, **kw).
+MODELS = {
+    "garment_seg": GarmentSegNet,
+    "human_parsing": HumanParsingNet,
+    "gmm": GMM,
+    "tom": lambda widths, height, width, **kw: TOM(widths),   # fully convolutional: no resolution
+    "recolor": RecolorNet,
+    "onmodel_seg": OnModelSegNet,
+}
+
+
 def build(name: str, widths: list[int], height: int, width: int, **kw) -> nn.Module:
-    if name == "garment_seg":
-        return GarmentSegNet(widths, height, width, **kw)
-    if name == "human_parsing":
-        return HumanParsingNet(widths, height, width, **kw)
-    if name == "gmm":
-        return GMM(widths, height, width, **kw)
-    if name == "tom":
-        return TOM(widths)
-    if name == "recolor":
-        return RecolorNet(widths, height, width, **kw)
-    if name == "onmodel_seg":
-        return OnModelSegNet(widths, height, width, **kw)
-    raise ValueError(f"unknown network {name!r}; expected one of {ALL_NETWORKS}")
+    try:
+        make = MODELS[name]
+    except KeyError:
+        raise ValueError(f"unknown network {name!r}; expected one of {ALL_NETWORKS}") from None
+    return make(widths, height, width, **kw)
