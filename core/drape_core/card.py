@@ -16,18 +16,31 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator
 
 from .contract import MAX_BATCH_SIZE
 
-__all__ = ["FORMAT_VERSION", "CARD_FILE", "DTYPES", "CardError", "TensorSpec", "Resolution", "ModelCard",
-           "read_card", "MAX_BATCH_SIZE"]
+__all__ = ["FORMAT_VERSION", "CARD_FILE", "DTYPES", "TRITON_TO_NUMPY", "NUMPY_TO_TRITON", "CardError", "TensorSpec",
+           "Resolution", "ModelCard", "read_card", "MAX_BATCH_SIZE"]
 
 FORMAT_VERSION = 1
 CARD_FILE = "card.json"
-# Card dtype -> Triton config data type (the dtype map every stage shares).
+# The dtype maps every stage shares: card dtype -> Triton config data type, and Triton config type <-> numpy.
 DTYPES: dict[str, str] = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "uint8": "TYPE_UINT8",
                           "int64": "TYPE_INT64", "int32": "TYPE_INT32"}
+TRITON_TO_NUMPY: dict[str, np.dtype] = {
+    "TYPE_BOOL": np.dtype(np.bool_),
+    "TYPE_UINT8": np.dtype(np.uint8),
+    "TYPE_INT8": np.dtype(np.int8),
+    "TYPE_INT16": np.dtype(np.int16),
+    "TYPE_INT32": np.dtype(np.int32),
+    "TYPE_INT64": np.dtype(np.int64),
+    "TYPE_FP16": np.dtype(np.float16),
+    "TYPE_FP32": np.dtype(np.float32),
+    "TYPE_FP64": np.dtype(np.float64),
+}
+NUMPY_TO_TRITON = {v: k for k, v in TRITON_TO_NUMPY.items()}
 
 
 class CardError(ValueError):

@@ -15,20 +15,10 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from drape_core.card import NUMPY_TO_TRITON, TRITON_TO_NUMPY  # noqa: F401 (the dtype maps: one home)
+
 __all__ = ["TensorConfig", "ModelConfig", "TRITON_TO_NUMPY", "NUMPY_TO_TRITON"]
 
-TRITON_TO_NUMPY: dict[str, np.dtype] = {
-    "TYPE_BOOL": np.dtype(np.bool_),
-    "TYPE_UINT8": np.dtype(np.uint8),
-    "TYPE_INT8": np.dtype(np.int8),
-    "TYPE_INT16": np.dtype(np.int16),
-    "TYPE_INT32": np.dtype(np.int32),
-    "TYPE_INT64": np.dtype(np.int64),
-    "TYPE_FP16": np.dtype(np.float16),
-    "TYPE_FP32": np.dtype(np.float32),
-    "TYPE_FP64": np.dtype(np.float64),
-}
-NUMPY_TO_TRITON = {v: k for k, v in TRITON_TO_NUMPY.items()}
 
 
 @dataclass(frozen=True)
