@@ -175,3 +175,18 @@ def test_recolor_fallback_benchmark_compares_the_repository_with_its_fallback_of
     assert off["gate"]["fallback"] == 0 and off["gate"]["applied"] + off["gate"]["kept"] == 8
     assert "p50 ratio" in capsys.readouterr().out
     assert (cpu_repo / "recolor_postprocess" / "config.pbtxt").read_text().count('"inf"') == 0   # the copy, not it
+
+
+def test_compare_builds_tells_identical_weights_from_changed_ones(tmp_path, capsys):
+    """The refactoring check (benchmarks/compare_builds.py): bit-identical weights pass, one changed value fails."""
+    import torch
+    from compare_builds import main as compare
+
+    for side in ("a", "b"):
+        (tmp_path / side / "net").mkdir(parents=True)
+        torch.save({"w": torch.arange(6.0), "b": torch.zeros(2)}, tmp_path / side / "net" / "weights.pt")
+    assert compare(["weights", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    torch.save({"w": torch.arange(6.0) + 1e-7, "b": torch.zeros(2)}, tmp_path / "b" / "net" / "weights.pt")
+    assert compare(["weights", str(tmp_path / "a"), str(tmp_path / "b")]) == 1
+    assert "DIFFER" in capsys.readouterr().out
+    assert compare(["weights", str(tmp_path / "a"), str(tmp_path / "nothing")]) == 1   # nothing compared
