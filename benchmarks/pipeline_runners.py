@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import cProfile
 import io
-import json
 import pstats
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from drape_core import contract
+from drape_core.card import CARD_FILE, read_card
 # the pbtxt-driven in-process ensemble, shared with drape_serving.reference
 from drape_serving.ensemble import (Network, Pipeline, Step, ensemble_models, load_config,  # noqa: F401
                                     ort_networks, version_dir)
@@ -199,8 +199,7 @@ def network_profile(repo: Path, checkpoints: Path, iters: int, onnx_dir: Path | 
     try:
         for name, spec in contract.NETWORKS.items():
             vdir = version_dir(repo / spec.model_name)
-            card_path = vdir / "card.json" if (vdir / "card.json").is_file() else repo / spec.model_name / "card.json"
-            card = json.loads(card_path.read_text())
+            card = read_card(vdir if (vdir / CARD_FILE).is_file() else repo / spec.model_name)
             net, _ = load_network(checkpoints / name)
             row = {"network": spec.model_name}
             fp16 = onnx_dir / name / "model.fp16.onnx" if onnx_dir is not None else None
@@ -213,7 +212,7 @@ def network_profile(repo: Path, checkpoints: Path, iters: int, onnx_dir: Path | 
                 opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
                 opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
                 sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-                feeds = {t["name"]: x for t, x in zip(card["inputs"], sample_inputs(card, batch, seed=0))}
+                feeds = dict(zip(card.input_names, sample_inputs(card, batch, seed=0)))
                 row[f"{label} {threads}t b{batch}"] = median_ms(lambda: sess.run(None, feeds), batch)
             for threads, batch in ((1, 1), (2, 1), (1, 8)):
                 torch.set_num_threads(threads)

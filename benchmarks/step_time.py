@@ -33,6 +33,7 @@ from pathlib import Path
 
 import yaml
 
+from drape_core.card import read_card
 from drape_serving.server import free_port
 from drape_train.train import resolve_autocast
 
@@ -128,16 +129,16 @@ def main(argv=None) -> None:
         t0 = time.time()
         run_setting(folder, configs, args)
         for name in args.families:
-            card = json.loads((folder / "ckpt" / name / "card.json").read_text())
+            card = read_card(folder / "ckpt" / name)
             times, skipped = step_times(folder / "ckpt" / name)
             times = times[1:]
-            batch = card["config"]["schedule"]["batch_size"]
-            results.append({"family": name, "setting": setting, "precision": card["train"]["precision"],
-                            "zero": card["train"]["deepspeed"]["zero_optimization"]["stage"],
-                            "device": card["train"]["device"], "s_per_step": statistics.median(times),
+            batch = card.config["schedule"]["batch_size"]
+            results.append({"family": name, "setting": setting, "precision": card.train["precision"],
+                            "zero": card.train["deepspeed"]["zero_optimization"]["stage"],
+                            "device": card.train["device"], "s_per_step": statistics.median(times),
                             "items_per_s": batch * args.ranks / statistics.median(times), "rows": len(times),
-                            "batch_per_rank": batch, "metric": card["config"]["metric"],
-                            "val": card["metrics"][card["config"]["metric"]], "skipped_steps": skipped})
+                            "batch_per_rank": batch, "metric": card.config["metric"],
+                            "val": card.metrics[card.config["metric"]], "skipped_steps": skipped})
         console.print(f"  {time.time() - t0:.0f} s")
     first = {r["family"]: r["s_per_step"] for r in results if r["setting"] == args.settings[0]}
     table = Table(title=f"s per training step, median of {results[0]['rows']} x 10-step windows "

@@ -193,3 +193,18 @@ def test_generic_training_code_asks_the_family_never_the_name():
     assert not found, "name tests outside the families:\n" + "\n".join(found)
     assert _name_tests('if cfg.network == "tom":\n    pass\nok = name in ("gmm", "x")\n') == [
         "line 1: cfg.network == 'tom'", "line 3: name in ('gmm', 'x')"]
+
+
+def test_only_the_card_module_parses_card_json():
+    """Model cards are read through drape_core.card (typed, validated): no other module json-loads a card."""
+    found = []
+    for root in ("core", "training", "export", "model_repository", "client", "monitoring", "benchmarks"):
+        for path in sorted((ROOT / root).rglob("*.py")):
+            if path == ROOT / "core/drape_core/card.py":
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                        and node.func.attr in ("load", "loads") and ast.unparse(node.func.value) == "json"
+                        and "card" in ast.unparse(node).lower()):
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {ast.unparse(node)}")
+    assert not found, "card JSON parsed outside drape_core.card (use read_card):\n" + "\n".join(found)
