@@ -31,7 +31,7 @@ import torch
 
 from drape_core.card import ModelCard, TensorSpec, read_card
 from drape_train.config import TrainConfig
-from drape_train.models import NETWORKS, build
+from drape_train.models import NETWORKS
 
 OPSET = 17
 PARITY_TOL = 1e-3
@@ -79,9 +79,11 @@ class DiffStats:
 
 
 def load_network(ckpt_dir: Path) -> tuple[torch.nn.Module, ModelCard]:
+    from drape_train.families import family
+
     card = read_card(ckpt_dir)
     cfg = TrainConfig.model_validate(card.config)
-    net = build(cfg.network, cfg.model.widths, cfg.data.height, cfg.data.width, **cfg.model_kwargs)
+    net = family(cfg.network).build(cfg)     # what training built: the family's builder
     net.load_state_dict(torch.load(ckpt_dir / "weights.pt", map_location="cpu", weights_only=True))
     return net.eval(), card
 
@@ -380,6 +382,7 @@ def export_network(ckpt_dir: Path, out_dir: Path, opset: int = OPSET, samples: R
 
         sampling_ops = tuple(getattr(net, "fp16_fp32_sampling", ()))
         fp32_nodes = sampling_path(model.graph, sampling_ops) if sampling_ops else []
+        kept = set(fp32_nodes)
         model16 = to_fp16(model, keep_nodes=fp32_nodes)
         onnx.save(model16, str(tmp16))
         fp16 = ort_session(tmp16)
@@ -404,7 +407,7 @@ def export_network(ckpt_dir: Path, out_dir: Path, opset: int = OPSET, samples: R
         "fp16": {
             "file": FP16_FILE, "io": "float32 (Cast at the graph boundary)", "keep_fp32_ops": list(FP16_KEEP_FP32),
             "fp32_sampling_path": {"ops": list(sampling_ops), "nodes": len(fp32_nodes),
-                                   "op_types": sorted({n.op_type for n in model.graph.node if n.name in set(fp32_nodes)})},
+                                   "op_types": sorted({n.op_type for n in model.graph.node if n.name in kept})},
             "vs_fp32_on_real": asdict(fp16_diff),
             "ort_cpu_ms_batch1": latency,
         },

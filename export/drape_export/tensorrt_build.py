@@ -285,6 +285,7 @@ def validate(candidate: Runner, reference_onnx: Path, card: ModelCard | dict, sa
     a bound is exceeded. The candidate is the TensorRT engine in ``trt`` builds; the harness itself is runner-
     agnostic (the CPU tests validate the FP16 ONNX graph under ONNX Runtime with it).
     """
+    card = ModelCard.of(card)
     session = ort_session(reference_onnx)
     results = {}
     for b in batches:
@@ -292,7 +293,7 @@ def validate(candidate: Runner, reference_onnx: Path, card: ModelCard | dict, sa
         stats = DiffStats.of(candidate(xs), ort_run(session, card, xs))
         results[str(b)] = asdict(stats)
         if not (stats.mean_abs <= tolerance.mean_abs and stats.p999_abs <= tolerance.p999_abs):
-            raise TrtError(f"{ModelCard.of(card).name}: at batch {b} the engine differs from ONNX Runtime FP32 by "
+            raise TrtError(f"{card.name}: at batch {b} the engine differs from ONNX Runtime FP32 by "
                            f"mean {stats.mean_abs:.2e} / p99.9 {stats.p999_abs:.2e} (max {stats.max_abs:.2e}); "
                            f"allowed mean {tolerance.mean_abs:g} / p99.9 {tolerance.p999_abs:g}")
     return results

@@ -93,11 +93,12 @@ class Pipeline:
 
 
 def ort_networks(repo: Path, threads: int | None = None, spinning: bool | None = None) -> dict[str, Network]:
-    """(b): the serving runner on the repository's own model.onnx and config.
+    """Each network as the serving runner on the repository's own model.onnx and config.
 
     ``threads`` overrides the config's ``intra_op_num_threads``; ``spinning`` (when not None) rebuilds the runner's
     session with ONNX Runtime's ``session.intra_op.allow_spinning`` set, the one option the runner leaves at its
-    default. Both exist to show what other serving settings would do; (b) itself uses neither.
+    default. Both exist to show what other serving settings would do (the benchmark's in-process pipeline uses
+    neither; the reference passes its ``intra_op_num_threads``).
     """
     import dataclasses
 
